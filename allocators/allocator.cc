@@ -1,0 +1,105 @@
+#include "allocators/allocator.h"
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace shmalloc {
+
+std::string_view StrategyName(Strategy strategy) {
+  switch (strategy) {
+    case Strategy::kArena:
+      return "arena";
+    case Strategy::kPool:
+      return "pool";
+    case Strategy::kBuddy:
+      return "buddy";
+    case Strategy::kSlab:
+      return "slab";
+    case Strategy::kFreeList:
+      return "free_list";
+    case Strategy::kUnspecified:
+      break;
+  }
+  return "unspecified";
+}
+
+void FillFragmentation(AllocatorStats& stats) {
+  stats.fragmentation =
+      stats.free_bytes == 0
+          ? 0.0
+          : 1.0 - static_cast<double>(stats.largest_free_bytes) /
+                      static_cast<double>(stats.free_bytes);
+  stats.internal_fragmentation =
+      stats.used_bytes == 0
+          ? 0.0
+          : 1.0 - static_cast<double>(stats.requested_bytes) /
+                      static_cast<double>(stats.used_bytes);
+}
+
+absl::Status ValidateAllocateArgs(uint64_t size, uint64_t& alignment) {
+  if (size == 0) return absl::InvalidArgumentError("size must be > 0");
+  if (alignment == 0) alignment = kDefaultAlignment;
+  if (!IsPowerOfTwo(alignment) || alignment > kMaxAlignment) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("alignment ", alignment,
+                     " is not a power of two <= ", kMaxAlignment));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateOffsetInRange(uint64_t offset, uint64_t begin,
+                                   uint64_t end) {
+  if (offset < begin || offset >= end) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "offset ", offset, " is outside the heap [", begin, ", ", end, ")"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateRange(const AllocatorOptions& options) {
+  if (options.begin == 0 || options.begin % kMaxAlignment != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("begin ", options.begin, " must be a positive multiple of ",
+                     kMaxAlignment));
+  }
+  if (options.end <= options.begin) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "end ", options.end, " must be greater than begin ", options.begin));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateMetaHeader(std::span<const std::byte> meta,
+                                Strategy expected) {
+  if (meta.size() < sizeof(MetaHeader)) {
+    return absl::DataLossError(absl::StrCat("metadata span of ", meta.size(),
+                                            " bytes is smaller than a header"));
+  }
+  MetaHeader header;
+  std::memcpy(&header, meta.data(), sizeof(header));
+  if (header.magic != kMetaMagic) {
+    return absl::DataLossError("metadata has no shmalloc magic");
+  }
+  if (header.layout_version != kMetaLayoutVersion) {
+    return absl::DataLossError(
+        absl::StrCat("metadata layout version ", header.layout_version,
+                     ", this build reads ", kMetaLayoutVersion));
+  }
+  if (header.strategy != static_cast<uint32_t>(expected)) {
+    return absl::DataLossError(absl::StrCat(
+        "metadata is for strategy ", header.strategy, ", expected ",
+        StrategyName(expected)));
+  }
+  if (header.meta_bytes > meta.size()) {
+    return absl::DataLossError(
+        absl::StrCat("metadata was created with ", header.meta_bytes,
+                     " bytes but only ", meta.size(), " are mapped"));
+  }
+  if (header.begin == 0 || header.end <= header.begin) {
+    return absl::DataLossError("metadata records an empty or invalid range");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace shmalloc

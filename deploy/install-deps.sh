@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs every build, test and benchmark dependency of shmalloc from Debian 12
+# packages. Idempotent: when everything is present it only checks and returns.
+#   sudo deploy/install-deps.sh            # build + test + bench deps
+#   SHMALLOC_DEPS=runtime deploy/install-deps.sh   # only what shmallocd needs to run
+set -euo pipefail
+
+build_pkgs=(
+  g++ cmake ninja-build pkg-config git
+  libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libabsl-dev libgtest-dev libgmock-dev googletest libbenchmark-dev
+  # Peers the benchmarks compare against.
+  libjemalloc-dev libmimalloc-dev libboost-dev libiceoryx-posh-dev
+  # Clients and analysis used by tests and CI.
+  python3-grpcio python3-protobuf clang-14 libclang-rt-14-dev
+)
+runtime_pkgs=(libgrpc++1.51 libprotobuf32 ca-certificates)
+
+case "${SHMALLOC_DEPS:-build}" in
+  build) pkgs=("${build_pkgs[@]}") ;;
+  runtime) pkgs=("${runtime_pkgs[@]}") ;;
+  *) echo "install-deps: SHMALLOC_DEPS must be 'build' or 'runtime'" >&2; exit 2 ;;
+esac
+
+missing=()
+for p in "${pkgs[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#pkgs[@]} packages present"
+  exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+echo "install-deps: done"
