@@ -2,24 +2,29 @@
 # Installs every build, test and benchmark dependency of shmalloc from Debian 12
 # packages. Idempotent: when everything is present it only checks and returns.
 #   sudo deploy/install-deps.sh            # build + test + bench deps
-#   SHMALLOC_DEPS=runtime deploy/install-deps.sh   # only what shmallocd needs to run
+#   SHMALLOC_DEPS=core deploy/install-deps.sh      # build + unit tests, no bench peers
+#   SHMALLOC_DEPS=runtime deploy/install-deps.sh   # only what the binaries need to run
 set -euo pipefail
 
-build_pkgs=(
-  g++ cmake ninja-build pkg-config git
+core_pkgs=(
+  g++ cmake ninja-build pkg-config
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libabsl-dev libgtest-dev libgmock-dev googletest libbenchmark-dev
+  libabsl-dev libgtest-dev libgmock-dev googletest
+)
+build_pkgs=(
+  "${core_pkgs[@]}" git libbenchmark-dev
   # Peers the benchmarks compare against.
   libjemalloc-dev libmimalloc-dev libboost-dev libiceoryx-posh-dev
-  # Clients and analysis used by tests and CI.
-  python3-grpcio python3-protobuf clang-14 libclang-rt-14-dev
+  # Test tools: manifest checks, JSON checks.
+  python3-yaml
 )
 runtime_pkgs=(libgrpc++1.51 libprotobuf32 ca-certificates)
 
 case "${SHMALLOC_DEPS:-build}" in
   build) pkgs=("${build_pkgs[@]}") ;;
+  core) pkgs=("${core_pkgs[@]}") ;;
   runtime) pkgs=("${runtime_pkgs[@]}") ;;
-  *) echo "install-deps: SHMALLOC_DEPS must be 'build' or 'runtime'" >&2; exit 2 ;;
+  *) echo "install-deps: SHMALLOC_DEPS must be 'build', 'core' or 'runtime'" >&2; exit 2 ;;
 esac
 
 missing=()
