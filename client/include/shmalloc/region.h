@@ -1,0 +1,120 @@
+// shmalloc::client::Region: one region's data file mapped read-write
+// (MAP_SHARED) into this process, plus the daemon calls that act on it.
+//
+// Offsets are bytes from the start of the data file and mean the same in
+// every process that maps the region; ToPointer/ToOffset convert, with bounds
+// checks: an offset outside [heap_begin, heap_end) never becomes a pointer.
+//
+// Invariants: base() maps exactly info().size_bytes bytes; the segment header
+// at base() had the right magic, layout version, size and name when opened;
+// heap_begin() < heap_end() == size_bytes().
+//
+// A reset (ResetRegion) bumps the generation in the segment header: keep the
+// generation an allocation was made in (Allocation::generation()) and call
+// CheckGeneration before trusting an old offset. A region deleted while
+// mapped stays mapped here (the memory is valid until the Region goes away);
+// daemon calls on it return NOT_FOUND.
+//
+// Lifetime: shared (std::shared_ptr) by Allocations, Arenas and BlockCaches
+// made from it; the mapping and the session last until the last of them.
+// Thread-safety: every method is thread-safe.
+#ifndef CLIENT_INCLUDE_SHMALLOC_REGION_H_
+#define CLIENT_INCLUDE_SHMALLOC_REGION_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "shmalloc/allocation.h"
+#include "shmalloc/client.h"
+#include "shmalloc/types.h"
+
+namespace shmalloc::client {
+
+class Region : public std::enable_shared_from_this<Region> {
+ public:
+  ~Region();  // unmaps
+  Region(const Region&) = delete;
+  Region& operator=(const Region&) = delete;
+
+  // Returns the region as described when it was opened.
+  const RegionInfo& info() const { return info_; }
+  const std::string& name() const { return info_.name; }
+  Strategy strategy() const { return info_.strategy; }
+  uint64_t size_bytes() const { return info_.size_bytes; }
+  uint64_t heap_begin() const { return info_.heap_begin; }
+  uint64_t heap_end() const { return info_.heap_end; }
+  // Returns the address of offset 0 (the segment header) in this process.
+  std::byte* base() const { return base_; }
+
+  // Returns the current generation, read from the shared segment header.
+  // Thread-safe; lock-free.
+  uint64_t generation() const;
+  // Returns OK when the region's generation is still `generation`, otherwise
+  // FAILED_PRECONDITION ("stale: region was reset"). Thread-safe; lock-free.
+  absl::Status CheckGeneration(uint64_t generation) const;
+
+  // Returns the address of `offset`, or nullptr when offset is outside
+  // [heap_begin, heap_end). Thread-safe; lock-free.
+  void* ToPointer(uint64_t offset) const {
+    return offset >= info_.heap_begin && offset < info_.heap_end
+               ? base_ + offset
+               : nullptr;
+  }
+  // Returns the offset of `p`. INVALID_ARGUMENT when p does not point into
+  // the heap of this mapping. Thread-safe; lock-free.
+  absl::StatusOr<uint64_t> ToOffset(const void* p) const;
+  // Returns the bytes [offset, offset + size). INVALID_ARGUMENT unless they
+  // lie inside [heap_begin, heap_end) and size > 0. Thread-safe; lock-free.
+  absl::StatusOr<std::span<std::byte>> Span(uint64_t offset,
+                                            uint64_t size) const;
+
+  // Allocates `size` bytes through the daemon (one RPC). The handle frees it
+  // on destruction unless options.detached or Release(). INVALID_ARGUMENT,
+  // RESOURCE_EXHAUSTED, NOT_FOUND (region deleted), FAILED_PRECONDITION
+  // (ARENA region: use an Arena), UNAVAILABLE.
+  absl::StatusOr<Allocation> Allocate(uint64_t size,
+                                      const AllocateOptions& options = {});
+  // Allocates `count` blocks of `size` bytes in one RPC; all or nothing.
+  // Errors as Allocate.
+  absl::StatusOr<std::vector<Allocation>> AllocateBatch(
+      uint64_t size, uint32_t count, const AllocateOptions& options = {});
+  // Allocates without RAII: the caller frees with Free. Errors as Allocate.
+  absl::StatusOr<std::vector<Extent>> AllocateExtents(
+      uint64_t size, uint32_t count, const AllocateOptions& options = {});
+  // Frees live allocations (any session's), all or nothing; one RPC.
+  // FAILED_PRECONDITION (not a live allocation start, duplicates, ARENA
+  // region), INVALID_ARGUMENT (out of range), NOT_FOUND.
+  absl::Status Free(uint64_t offset);
+  absl::Status Free(std::span<const uint64_t> offsets);
+
+  // Returns the region's figures (GetStats). NOT_FOUND when deleted.
+  absl::StatusOr<RegionStats> Stats() const;
+  // Resets the region through the daemon (ResetRegion) and returns its new
+  // description. FAILED_PRECONDITION when it has live allocations and
+  // !force. Outstanding offsets become stale (CheckGeneration fails).
+  absl::StatusOr<RegionInfo> Reset(bool force = false);
+
+  // The shared session (for Arena, BlockCache and the C API).
+  const std::shared_ptr<internal::Connection>& connection() const {
+    return connection_;
+  }
+
+  // Used by Client::OpenRegion; validates nothing. Not for users.
+  Region(std::shared_ptr<internal::Connection> connection, RegionInfo info,
+         std::byte* base);
+
+ private:
+  std::shared_ptr<internal::Connection> connection_;
+  RegionInfo info_;
+  std::byte* base_;  // mapping of info_.size_bytes bytes
+};
+
+}  // namespace shmalloc::client
+
+#endif  // CLIENT_INCLUDE_SHMALLOC_REGION_H_

@@ -1,0 +1,105 @@
+// Plain value types of the shmalloc client API: strategies, extents, region
+// descriptions and statistics. They mirror the messages of
+// proto/shmalloc/v1/shmalloc.proto field for field, so users of the client
+// library need no generated headers.
+//
+// Thread-safety: plain values; the usual rules for value types.
+#ifndef CLIENT_INCLUDE_SHMALLOC_TYPES_H_
+#define CLIENT_INCLUDE_SHMALLOC_TYPES_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace shmalloc::client {
+
+// How a region allocates. Values match shmalloc.v1.Strategy.
+enum class Strategy : uint32_t {
+  kUnspecified = 0,
+  kArena = 1,     // lock-free bump; frees only as a whole (ResetRegion)
+  kPool = 2,      // fixed-size blocks of block_size bytes
+  kBuddy = 3,     // power-of-two blocks, split and merged
+  kSlab = 4,      // size classes, each served from slabs
+  kFreeList = 5,  // general sizes, good fit with coalescing
+};
+
+// Returns "arena", "pool", "buddy", "slab", "free_list" or "unspecified".
+std::string_view StrategyName(Strategy strategy);
+
+// The alignment the daemon applies when a request says 0, and the largest it
+// honours (every power of two up to it is accepted).
+inline constexpr uint64_t kDefaultAlignment = 16;
+inline constexpr uint64_t kMaxAlignment = 4096;
+
+// One allocation inside a region's data file.
+struct Extent {
+  uint64_t offset = 0;      // bytes from the start of the data file; never 0
+  uint64_t size_bytes = 0;  // bytes reserved (>= requested)
+  friend bool operator==(const Extent&, const Extent&) = default;
+};
+
+// What CreateRegion needs. Mirrors shmalloc.v1.CreateRegionRequest.
+struct CreateRegionOptions {
+  std::string name;                            // [a-z0-9][a-z0-9_.-]{0,62}
+  Strategy strategy = Strategy::kUnspecified;  // required
+  uint64_t size_bytes = 0;                     // heap size in bytes, > 0
+  uint64_t block_size = 0;               // POOL block size; BUDDY min block
+  std::vector<uint64_t> size_classes;    // SLAB classes; empty = defaults
+  uint64_t quota_bytes_per_session = 0;  // 0 = no quota
+};
+
+// A region as the daemon describes it. Mirrors shmalloc.v1.Region.
+struct RegionInfo {
+  std::string name;
+  Strategy strategy = Strategy::kUnspecified;
+  uint64_t size_bytes = 0;  // size of the data file (header + heap)
+  uint64_t block_size = 0;  // POOL block size; BUDDY smallest block; else 0
+  std::string data_file;    // base name of the data file in the shm dir
+  uint64_t generation = 0;  // bumped by every ResetRegion
+  uint64_t heap_begin = 0;  // first allocatable offset
+  uint64_t heap_end = 0;    // one past the last allocatable offset
+  std::vector<uint64_t> size_classes;    // SLAB size classes, bytes
+  uint64_t quota_bytes_per_session = 0;  // 0 = no quota
+};
+
+// One session's share of a region. Mirrors shmalloc.v1.SessionUsage.
+struct SessionUsage {
+  uint64_t session_id = 0;
+  std::string client_name;
+  uint64_t used_bytes = 0;
+  uint64_t live_allocations = 0;
+};
+
+// A region's figures. Mirrors shmalloc.v1.RegionStats.
+struct RegionStats {
+  std::string name;
+  Strategy strategy = Strategy::kUnspecified;
+  uint64_t capacity_bytes = 0;  // heap bytes
+  uint64_t used_bytes = 0;      // reserved by live allocations
+  uint64_t free_bytes = 0;      // capacity - used
+  uint64_t peak_used_bytes = 0;
+  uint64_t live_allocations = 0;
+  uint64_t failed_allocations = 0;    // refused for lack of space
+  uint64_t largest_free_bytes = 0;    // largest allocation possible now
+  double fragmentation = 0;           // 1 - largest_free / free, in [0, 1]
+  double internal_fragmentation = 0;  // 1 - requested / used
+  uint64_t requested_bytes = 0;       // sum of sizes asked for
+  uint64_t detached_allocations = 0;
+  uint64_t detached_bytes = 0;
+  std::vector<SessionUsage> sessions;
+  uint64_t generation = 0;
+};
+
+// The daemon's figures. Mirrors shmalloc.v1.Stats (without per-RPC counts).
+struct DaemonStats {
+  std::vector<RegionStats> regions;
+  uint64_t sessions = 0;  // open sessions
+  uint64_t region_count = 0;
+  uint64_t uptime_ms = 0;
+  uint64_t sessions_opened = 0;  // since the daemon started
+};
+
+}  // namespace shmalloc::client
+
+#endif  // CLIENT_INCLUDE_SHMALLOC_TYPES_H_
