@@ -1,0 +1,140 @@
+#include "shmalloc/region.h"
+
+#include <atomic>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "client/connection.h"
+#include "client/proto_convert.h"
+#include "client/shm_mapping.h"
+#include "common/segment_header.h"
+
+namespace shmalloc::client {
+
+Region::Region(std::shared_ptr<internal::Connection> connection,
+               RegionInfo info, std::byte* base)
+    : connection_(std::move(connection)), info_(std::move(info)), base_(base) {}
+
+Region::~Region() { internal::UnmapFile(base_, info_.size_bytes); }
+
+uint64_t Region::generation() const {
+  return reinterpret_cast<const SegmentHeader*>(base_)->generation.load(
+      std::memory_order_acquire);
+}
+
+absl::Status Region::CheckGeneration(uint64_t generation) const {
+  const uint64_t now = this->generation();
+  if (now == generation) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "stale: region '", info_.name, "' was reset (offset from generation ",
+      generation, ", region is at generation ", now, ")"));
+}
+
+absl::StatusOr<uint64_t> Region::ToOffset(const void* p) const {
+  const auto* b = static_cast<const std::byte*>(p);
+  if (b < base_ + info_.heap_begin || b >= base_ + info_.heap_end) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "pointer ", absl::Hex(reinterpret_cast<uintptr_t>(p)),
+        " is not inside the heap of region '", info_.name, "' mapped at ",
+        absl::Hex(reinterpret_cast<uintptr_t>(base_))));
+  }
+  return static_cast<uint64_t>(b - base_);
+}
+
+absl::StatusOr<std::span<std::byte>> Region::Span(uint64_t offset,
+                                                  uint64_t size) const {
+  if (size == 0 || offset < info_.heap_begin || offset >= info_.heap_end ||
+      size > info_.heap_end - offset) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("bytes [", offset, ", +", size,
+                     ") are not inside the heap [", info_.heap_begin, ", ",
+                     info_.heap_end, ") of region '", info_.name, "'"));
+  }
+  return std::span<std::byte>(base_ + offset, size);
+}
+
+absl::StatusOr<std::vector<Extent>> Region::AllocateExtents(
+    uint64_t size, uint32_t count, const AllocateOptions& options) {
+  v1::AllocateRequest request;
+  request.set_session_id(connection_->session_id());
+  request.set_region(info_.name);
+  request.set_size_bytes(size);
+  request.set_alignment(options.alignment);
+  request.set_count(count);
+  request.set_detached(options.detached);
+  v1::AllocateResponse response;
+  absl::Status s = connection_->Call(&v1::Allocator::Stub::Allocate, "Allocate",
+                                     request, &response);
+  if (!s.ok()) return s;
+  std::vector<Extent> extents;
+  extents.reserve(response.extents_size());
+  for (const v1::Extent& e : response.extents()) {
+    extents.push_back({e.offset(), e.size_bytes()});
+  }
+  return extents;
+}
+
+absl::StatusOr<Allocation> Region::Allocate(uint64_t size,
+                                            const AllocateOptions& options) {
+  absl::StatusOr<std::vector<Allocation>> batch =
+      AllocateBatch(size, 1, options);
+  if (!batch.ok()) return batch.status();
+  return std::move(batch->front());
+}
+
+absl::StatusOr<std::vector<Allocation>> Region::AllocateBatch(
+    uint64_t size, uint32_t count, const AllocateOptions& options) {
+  // The generation is read before the RPC: a reset racing with it makes the
+  // handles look stale, never the other way round.
+  const uint64_t gen = generation();
+  absl::StatusOr<std::vector<Extent>> extents =
+      AllocateExtents(size, count, options);
+  if (!extents.ok()) return extents.status();
+  std::vector<Allocation> out;
+  out.reserve(extents->size());
+  for (const Extent& e : *extents) {
+    out.emplace_back(shared_from_this(), e, gen, !options.detached);
+  }
+  return out;
+}
+
+absl::Status Region::Free(uint64_t offset) {
+  return Free(std::span<const uint64_t>(&offset, 1));
+}
+
+absl::Status Region::Free(std::span<const uint64_t> offsets) {
+  v1::FreeRequest request;
+  request.set_session_id(connection_->session_id());
+  request.set_region(info_.name);
+  request.mutable_offsets()->Add(offsets.begin(), offsets.end());
+  v1::FreeResponse response;
+  return connection_->Call(&v1::Allocator::Stub::Free, "Free", request,
+                           &response);
+}
+
+absl::StatusOr<RegionStats> Region::Stats() const {
+  v1::GetStatsRequest request;
+  request.set_region(info_.name);
+  v1::Stats response;
+  absl::Status s = connection_->Call(&v1::Allocator::Stub::GetStats, "GetStats",
+                                     request, &response);
+  if (!s.ok()) return s;
+  for (const v1::RegionStats& r : response.regions()) {
+    if (r.name() == info_.name) return internal::FromProto(r);
+  }
+  return absl::NotFoundError(
+      absl::StrCat("GetStats: no figures for region '", info_.name, "'"));
+}
+
+absl::StatusOr<RegionInfo> Region::Reset(bool force) {
+  v1::ResetRegionRequest request;
+  request.set_name(info_.name);
+  request.set_force(force);
+  v1::Region response;
+  absl::Status s = connection_->Call(&v1::Allocator::Stub::ResetRegion,
+                                     "ResetRegion", request, &response);
+  if (!s.ok()) return s;
+  return internal::FromProto(response);
+}
+
+}  // namespace shmalloc::client

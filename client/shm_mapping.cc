@@ -1,0 +1,67 @@
+#include "client/shm_mapping.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+namespace shmalloc::client::internal {
+namespace {
+
+absl::Status ErrnoStatus(int err, std::string_view what,
+                         const std::string& path) {
+  std::string message =
+      absl::StrCat(std::string(what), " ", path, ": ", strerror(err));
+  switch (err) {
+    case ENOENT:
+      return absl::NotFoundError(message);
+    case EACCES:
+    case EPERM:
+      return absl::PermissionDeniedError(message);
+    case ENOMEM:
+      return absl::ResourceExhaustedError(message);
+    default:
+      return absl::InternalError(message);
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<std::byte*> MapFile(const std::string& path,
+                                   uint64_t expected_size, bool populate) {
+  const int fd = open(path.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return ErrnoStatus(errno, "open", path);
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    const int err = errno;
+    close(fd);
+    return ErrnoStatus(err, "fstat", path);
+  }
+  if (static_cast<uint64_t>(st.st_size) != expected_size) {
+    close(fd);
+    return absl::DataLossError(absl::StrCat(
+        path, " is ", st.st_size, " bytes, the daemon says ", expected_size));
+  }
+  void* base = mmap(nullptr, expected_size, PROT_READ | PROT_WRITE,
+                    MAP_SHARED | (populate ? MAP_POPULATE : 0), fd, 0);
+  const int err = errno;
+  close(fd);  // the mapping keeps the file
+  if (base == MAP_FAILED) return ErrnoStatus(err, "mmap", path);
+  return static_cast<std::byte*>(base);
+}
+
+void UnmapFile(std::byte* base, uint64_t size) {
+  if (base != nullptr) munmap(base, size);
+}
+
+bool IsSocket(const std::string& path) {
+  struct stat st;
+  return stat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode);
+}
+
+}  // namespace shmalloc::client::internal
