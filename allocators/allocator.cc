@@ -89,7 +89,7 @@ absl::Status ValidateMetaHeader(std::span<const std::byte> meta,
   if (header.strategy != static_cast<uint32_t>(expected)) {
     return absl::DataLossError(absl::StrCat(
         "metadata is for strategy ", header.strategy, ", expected ",
-        StrategyName(expected)));
+        std::string(StrategyName(expected))));
   }
   if (header.meta_bytes > meta.size()) {
     return absl::DataLossError(
