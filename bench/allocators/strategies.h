@@ -1,0 +1,105 @@
+// shmalloc's own strategies as benchmark subjects (see workloads.h).
+//
+// Each subject formats a fresh allocator of the concrete class (all are
+// `final`, so calls are direct, as in the daemon's per-strategy code) over
+// [kHeapBegin, kHeapBegin + heap_bytes) of a real mapped heap, with its
+// metadata in a second mapping, and turns offsets into pointers to write
+// the benchmark's byte. Requests pass alignment 16 (kDefaultAlignment,
+// malloc's) explicitly.
+//
+// Thread-safety: as the strategy (Arena and Pool are lock-free).
+#ifndef BENCH_ALLOCATORS_STRATEGIES_H_
+#define BENCH_ALLOCATORS_STRATEGIES_H_
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <span>
+
+#include "allocators/allocator.h"
+#include "allocators/arena.h"
+#include "allocators/buddy.h"
+#include "allocators/free_list.h"
+#include "allocators/pool.h"
+#include "allocators/slab.h"
+#include "bench/allocators/heap.h"
+#include "bench/allocators/workloads.h"
+
+namespace shmalloc::bench {
+
+inline constexpr uint64_t kBenchHeapBegin = 4096;  // as the segment header
+
+[[noreturn]] inline void Die(const char* what, const absl::Status& status) {
+  std::fprintf(stderr, "bench: %s: %s\n", what, status.ToString().c_str());
+  std::abort();
+}
+
+template <class X, Strategy kStrategy>
+class OffsetSubject {
+ public:
+  using Handle = uint64_t;
+  // Passed explicitly: malloc's alignment, and the value 0 (= default) means.
+  static constexpr uint64_t kAlignment = kDefaultAlignment;
+
+  explicit OffsetSubject(const Geometry& g) {
+    AllocatorOptions options;
+    options.strategy = kStrategy;
+    options.begin = kBenchHeapBegin;
+    options.end = kBenchHeapBegin + g.heap_bytes;
+    if constexpr (kStrategy == Strategy::kPool) {
+      options.block_size = g.block_bytes;
+    }
+    if constexpr (kStrategy == Strategy::kFreeList) {
+      // Room for every live object plus as many free gaps between them.
+      options.max_extents = 2 * g.max_objects + 1024;
+    }
+    absl::StatusOr<uint64_t> meta_bytes = X::MetadataBytes(options);
+    if (!meta_bytes.ok()) Die("MetadataBytes", meta_bytes.status());
+    Buffer& meta = CachedBuffer("meta", *meta_bytes);
+    auto created = X::Create(meta.span().first(*meta_bytes), options);
+    if (!created.ok()) Die("Create", created.status());
+    allocator_ = *std::move(created);
+    heap_ = CachedBuffer("heap", options.end).data();
+  }
+
+  Handle Allocate(uint64_t size) {
+    absl::StatusOr<Extent> extent = allocator_->Allocate(size, kAlignment);
+    return extent.ok() ? extent->offset : 0;
+  }
+  std::byte* Data(Handle h) { return heap_ + h; }
+  void Free(Handle h, uint64_t) {
+    // The status is checked so the compiler cannot drop its construction;
+    // a failure would be a strategy bug, and aborts the run.
+    absl::Status status = allocator_->Free(h);
+    if (!status.ok()) [[unlikely]] Die("Free", status);
+  }
+  void Reset() requires(kStrategy == Strategy::kArena) { allocator_->Reset(); }
+
+  // used / free from Stats(); largest by binary search on Allocate, checked
+  // against Stats().largest_free_bytes by the reader of the output.
+  Footprint Measure(std::span<const Handle>) {
+    const AllocatorStats stats = allocator_->Stats();
+    Footprint f;
+    f.used_bytes = double(stats.used_bytes);
+    f.free_bytes = double(stats.free_bytes);
+    f.largest_bytes = double(LargestThatSucceeds(*this, stats.free_bytes));
+    return f;
+  }
+
+  X& allocator() { return *allocator_; }
+
+ private:
+  std::unique_ptr<X> allocator_;
+  std::byte* heap_ = nullptr;
+};
+
+using ArenaSubject = OffsetSubject<Arena, Strategy::kArena>;
+using PoolSubject = OffsetSubject<Pool, Strategy::kPool>;
+using BuddySubject = OffsetSubject<Buddy, Strategy::kBuddy>;
+using SlabSubject = OffsetSubject<Slab, Strategy::kSlab>;
+using FreeListSubject = OffsetSubject<FreeList, Strategy::kFreeList>;
+
+}  // namespace shmalloc::bench
+
+#endif  // BENCH_ALLOCATORS_STRATEGIES_H_
