@@ -27,10 +27,13 @@ using free_list_internal::kSlCount;
 using free_list_internal::kUnused;
 using free_list_internal::Node;
 
+// The smallest active hash table: 2^10 slots = 4 KiB (or the whole array).
+constexpr uint32_t kMinHashBits = 10;
+
 struct Geometry {
   uint64_t max_extents;
   uint64_t hash_slots;
-  uint32_t hash_bits;
+  uint32_t hash_max_bits;
   uint64_t nodes_offset;
   uint64_t hash_offset;
   uint64_t total_bytes;
@@ -39,8 +42,8 @@ struct Geometry {
 Geometry ComputeGeometry(uint64_t max_extents) {
   Geometry g;
   g.max_extents = max_extents;
-  g.hash_bits = std::max<uint32_t>(1, std::bit_width(2 * max_extents - 1));
-  g.hash_slots = uint64_t{1} << g.hash_bits;
+  g.hash_max_bits = std::max<uint32_t>(1, std::bit_width(2 * max_extents - 1));
+  g.hash_slots = uint64_t{1} << g.hash_max_bits;
   g.nodes_offset = AlignUp(kControlOffset + sizeof(FreeListControl), 64);
   g.hash_offset = AlignUp(g.nodes_offset + max_extents * sizeof(Node), 64);
   g.total_bytes = g.hash_offset + g.hash_slots * sizeof(uint32_t);
@@ -52,7 +55,7 @@ absl::StatusOr<Geometry> GeometryFor(const AllocatorOptions& options) {
       options.strategy != Strategy::kUnspecified) {
     return absl::InvalidArgumentError(
         absl::StrCat("FreeList cannot be created for strategy ",
-                     StrategyName(options.strategy)));
+                     std::string(StrategyName(options.strategy))));
   }
   if (absl::Status s = ValidateRange(options); !s.ok()) return s;
   const uint64_t capacity = options.end - options.begin;
@@ -90,7 +93,11 @@ FreeList::FreeList(std::span<std::byte> meta) : meta_(meta) {
   max_extents_ = control_->max_extents;
   nodes_ = reinterpret_cast<Node*>(base + control_->nodes_offset);
   slots_ = reinterpret_cast<uint32_t*>(base + control_->hash_offset);
-  hash_mask_ = control_->hash_slots - 1;
+  LoadHashGeometry();
+}
+
+void FreeList::LoadHashGeometry() {
+  hash_mask_ = (uint64_t{1} << control_->hash_bits) - 1;
   hash_shift_ = 64 - control_->hash_bits;
 }
 
@@ -119,7 +126,6 @@ absl::StatusOr<std::unique_ptr<FreeList>> FreeList::Create(
   std::memset(control, 0, sizeof(Control));
   control->max_extents = g->max_extents;
   control->hash_slots = g->hash_slots;
-  control->hash_bits = g->hash_bits;
   control->nodes_offset = g->nodes_offset;
   control->hash_offset = g->hash_offset;
   std::unique_ptr<FreeList> list(new FreeList(meta));
@@ -153,7 +159,8 @@ absl::StatusOr<std::unique_ptr<FreeList>> FreeList::Attach(
       reinterpret_cast<const Control*>(meta.data() + kControlOffset);
   if (control->max_extents != g.max_extents ||
       control->hash_slots != g.hash_slots ||
-      control->hash_bits != g.hash_bits ||
+      control->hash_bits < std::min(kMinHashBits, g.hash_max_bits) ||
+      control->hash_bits > g.hash_max_bits ||
       control->nodes_offset != g.nodes_offset ||
       control->hash_offset != g.hash_offset) {
     return absl::DataLossError("metadata control block geometry is corrupt");
@@ -176,6 +183,9 @@ void FreeList::Format() {
   std::memset(c.sl_bitmap, 0, sizeof(c.sl_bitmap));
   std::memset(c.bin_head, 0xFF, sizeof(c.bin_head));
   std::memset(slots_, 0xFF, control_->hash_slots * sizeof(uint32_t));
+  c.hash_bits =
+      std::min<uint32_t>(kMinHashBits, std::countr_zero(control_->hash_slots));
+  LoadHashGeometry();
   for (uint64_t i = 0; i < max_extents_; ++i) {
     nodes_[i] =
         Node{0, 0, kNil, kNil, kNil, static_cast<uint32_t>(i + 1), kUnused, 0};
@@ -360,6 +370,7 @@ absl::StatusOr<Extent> FreeList::Allocate(uint64_t size, uint64_t alignment) {
   node.state = kLive;
   node.slack = static_cast<uint32_t>(take - size);
   HashInsert(n);
+  if (2 * (c.live_allocations + 1) > hash_mask_ + 1) Rehash(c.hash_bits + 1);
   c.used_bytes += take;
   c.requested_bytes += size;
   ++c.live_allocations;
@@ -408,6 +419,9 @@ absl::Status FreeList::Free(uint64_t offset) {
     PushUnused(next);
   }
   InsertInBin(n);
+  if (c.hash_bits > kMinHashBits && 8 * c.live_allocations < hash_mask_ + 1) {
+    Rehash(c.hash_bits - 1);
+  }
   return absl::OkStatus();
 }
 
@@ -479,6 +493,16 @@ void FreeList::HashErase(uint64_t slot) {
     }
   }
   slots_[hole] = kNil;
+}
+
+void FreeList::Rehash(uint32_t bits) {
+  const uint64_t clear = std::max(hash_mask_ + 1, uint64_t{1} << bits);
+  std::memset(slots_, 0xFF, clear * sizeof(uint32_t));
+  control_->hash_bits = bits;
+  LoadHashGeometry();
+  for (uint32_t n = control_->head_node; n != kNil; n = nodes_[n].next_addr) {
+    if (nodes_[n].state == kLive) HashInsert(n);
+  }
 }
 
 }  // namespace shmalloc

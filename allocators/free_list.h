@@ -7,7 +7,10 @@
 // of 64 x 16 segregated size bins with two-level bitmaps (O(1) search for a
 // bin that surely fits). An open-addressing hash table (linear probing,
 // backward-shift deletion, no tombstones) maps a live extent's offset to its
-// node, so Free and SizeOf are O(1) and reject every bad offset.
+// node, so Free and SizeOf are O(1) and reject every bad offset. Its array is
+// sized for max_extents, but only a power-of-two prefix is active, resized
+// (by re-inserting the live extents of the address chain) to keep the load
+// between 1/8 and 1/2: the probed slots stay cache-resident (amortized O(1)).
 //
 // Sizes are rounded up to kGranule = 16 bytes; every extent starts on a
 // granule. Alignments above 16 (up to kMaxAlignment) are honoured by splitting
@@ -30,6 +33,8 @@
 //   bin_head[f][s] != kNil <=> bit s of sl_bitmap[f]; sl_bitmap[f] != 0 <=>
 //     bit f of fl_bitmap;
 //   node n kLive  <=> hash lookup(offset_n) == n; #non-empty slots == live;
+//   2 * live <= 2^hash_bits <= hash_slots; slots at or above 2^hash_bits are
+//     empty;
 //   used_bytes == sum of size over kLive; requested_bytes == sum of
 //     (size - slack) over kLive; live_allocations == #kLive;
 //   peak_used_bytes >= used_bytes; slack < 2 * kGranule.
@@ -87,21 +92,21 @@ static_assert(offsetof(Node, state) == 32);
 
 // The allocator's mutable state, right after the MetaHeader. 4,456 bytes.
 struct FreeListControl {
-  uint64_t max_extents;          // nodes in the node table (== header.param)
-  uint64_t hash_slots;           // power of two >= 2 * max_extents
-  uint64_t nodes_offset;         // byte position of the node table in the span
-  uint64_t hash_offset;          // byte position of the hash table in the span
-  uint64_t used_bytes;           // sum of sizes of kLive nodes
-  uint64_t requested_bytes;      // sum of (size - slack) of kLive nodes
-  uint64_t live_allocations;     // number of kLive nodes
-  uint64_t peak_used_bytes;      // max used_bytes since creation
-  uint64_t failed_allocations;   // Allocate calls that ran out of space/nodes
-  uint64_t free_extents;         // number of kFree nodes
-  uint64_t fl_bitmap;            // bit f set <=> sl_bitmap[f] != 0
-  uint32_t head_node;            // node whose offset == begin
-  uint32_t tail_node;            // node whose offset + size == end
-  uint32_t unused_head;          // first kUnused node, kNil when none
-  uint32_t hash_bits;            // log2(hash_slots)
+  uint64_t max_extents;         // nodes in the node table (== header.param)
+  uint64_t hash_slots;          // power of two >= 2 * max_extents
+  uint64_t nodes_offset;        // byte position of the node table in the span
+  uint64_t hash_offset;         // byte position of the hash table in the span
+  uint64_t used_bytes;          // sum of sizes of kLive nodes
+  uint64_t requested_bytes;     // sum of (size - slack) of kLive nodes
+  uint64_t live_allocations;    // number of kLive nodes
+  uint64_t peak_used_bytes;     // max used_bytes since creation
+  uint64_t failed_allocations;  // Allocate calls that ran out of space/nodes
+  uint64_t free_extents;        // number of kFree nodes
+  uint64_t fl_bitmap;           // bit f set <=> sl_bitmap[f] != 0
+  uint32_t head_node;           // node whose offset == begin
+  uint32_t tail_node;           // node whose offset + size == end
+  uint32_t unused_head;         // first kUnused node, kNil when none
+  uint32_t hash_bits;           // log2(active slots), 2^hash_bits <= hash_slots
   uint32_t sl_bitmap[kFlCount];  // bit s set <=> bin_head[f][s] != kNil
   uint32_t bin_head[kFlCount][kSlCount];  // first kFree node per bin or kNil
 };
@@ -219,6 +224,11 @@ class FreeList final : public OffsetAllocator {
   void HashInsert(uint32_t n);
   void HashErase(uint64_t slot);
   uint64_t HomeSlot(uint64_t offset) const;
+  // Makes the first 2^bits slots the active table and re-inserts every live
+  // extent (a walk of the address chain).
+  void Rehash(uint32_t bits);
+  // Caches the active table's mask and shift from the control block.
+  void LoadHashGeometry();
   absl::Status CheckChainAndCounters() const;
   absl::Status CheckBins() const;
   absl::Status CheckHash() const;
@@ -230,7 +240,7 @@ class FreeList final : public OffsetAllocator {
   uint64_t begin_;
   uint64_t end_;
   uint64_t max_extents_;
-  uint64_t hash_mask_;
+  uint64_t hash_mask_;   // 2^hash_bits - 1 (the active table)
   uint32_t hash_shift_;  // 64 - hash_bits
 };
 

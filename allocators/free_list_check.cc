@@ -35,8 +35,8 @@ absl::Status FreeList::CheckInvariants() const {
   std::memcpy(&header, meta_.data(), sizeof(header));
   if (header.begin != begin_ || header.end != end_ ||
       header.param != max_extents_ || control_->max_extents != max_extents_ ||
-      control_->hash_slots != hash_mask_ + 1 ||
-      control_->hash_bits != 64 - hash_shift_) {
+      control_->hash_bits != 64 - hash_shift_ ||
+      hash_mask_ + 1 > control_->hash_slots) {
     return absl::DataLossError("metadata header or geometry changed");
   }
   if (absl::Status s = CheckChainAndCounters(); !s.ok()) return s;
@@ -172,10 +172,14 @@ absl::Status FreeList::CheckBins() const {
 
 absl::Status FreeList::CheckHash() const {
   uint64_t occupied = 0;
-  for (uint64_t i = 0; i <= hash_mask_; ++i) {
+  for (uint64_t i = 0; i < control_->hash_slots; ++i) {
     const uint32_t n = slots_[i];
     if (n == kNil) continue;
     ++occupied;
+    if (i > hash_mask_) {
+      return Broken(absl::StrCat("hash slot ", i, " beyond the active ",
+                                 hash_mask_ + 1, " is not empty"));
+    }
     if (n >= max_extents_ || nodes_[n].state != kLive) {
       return Broken(absl::StrCat("hash slot ", i, " names node ", n,
                                  " which is not live"));
@@ -185,7 +189,11 @@ absl::Status FreeList::CheckHash() const {
     return Broken(absl::StrCat("hash holds ", occupied, " entries for ",
                                control_->live_allocations, " live extents"));
   }
-  // occupied <= max_extents < hash_slots, so every probe meets an empty slot.
+  if (2 * occupied > hash_mask_ + 1) {
+    return Broken(absl::StrCat("hash load ", occupied, "/", hash_mask_ + 1,
+                               " is above 1/2"));
+  }
+  // occupied < active slots, so every probe meets an empty slot.
   for (uint64_t i = 0; i < max_extents_; ++i) {
     if (nodes_[i].state != kLive) continue;
     const uint64_t slot = FindSlot(nodes_[i].offset);
