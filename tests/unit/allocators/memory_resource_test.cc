@@ -2,6 +2,7 @@
 // and the memory they get lies inside the heap the strategy manages.
 #include "allocators/memory_resource.h"
 
+#include <memory>
 #include <memory_resource>
 #include <new>
 #include <string>
@@ -20,27 +21,35 @@ using ::shmalloc::testing::IsOk;
 class MemoryResourceTest : public ::testing::TestWithParam<Strategy> {
  protected:
   void SetUp() override {
-    options_ = testing::TestOptions(GetParam());
+    options_ = testing::TestOptions(GetParam(), 8 << 20);
     // Pool blocks must fit the vector's growth; slab classes cap at 16 KiB.
     options_.block_size = 16384;
     s_ = testing::MakeStrategy(options_);
     ASSERT_NE(s_.allocator, nullptr);
-    heap_.resize(options_.end);
+    // Page-aligned like a real mapping, so offset alignment is pointer
+    // alignment.
+    heap_.reset(new (std::align_val_t{4096}) std::byte[options_.end]);
   }
+
+  struct AlignedDelete {
+    void operator()(std::byte* p) const {
+      ::operator delete[](p, std::align_val_t{4096});
+    }
+  };
 
   bool InHeap(const void* p, size_t bytes) const {
     const auto* b = static_cast<const std::byte*>(p);
-    return b >= heap_.data() + options_.begin &&
-           b + bytes <= heap_.data() + options_.end;
+    return b >= heap_.get() + options_.begin &&
+           b + bytes <= heap_.get() + options_.end;
   }
 
   AllocatorOptions options_;
   testing::StrategyUnderTest s_;
-  std::vector<std::byte> heap_;
+  std::unique_ptr<std::byte[], AlignedDelete> heap_;
 };
 
 TEST_P(MemoryResourceTest, PmrVectorAllocatesInsideTheHeap) {
-  OffsetMemoryResource resource(s_.allocator.get(), heap_.data());
+  OffsetMemoryResource resource(s_.allocator.get(), heap_.get());
   {
     std::pmr::vector<uint64_t> v(&resource);
     for (uint64_t i = 0; i < 1000; ++i) v.push_back(i * i);
@@ -56,7 +65,7 @@ TEST_P(MemoryResourceTest, PmrVectorAllocatesInsideTheHeap) {
 }
 
 TEST_P(MemoryResourceTest, PmrStringsAndAlignmentWork) {
-  OffsetMemoryResource resource(s_.allocator.get(), heap_.data());
+  OffsetMemoryResource resource(s_.allocator.get(), heap_.get());
   std::pmr::vector<std::pmr::string> names(&resource);
   for (int i = 0; i < 100; ++i) {
     names.emplace_back(std::string(40 + i, static_cast<char>('a' + i % 26)));
@@ -71,7 +80,7 @@ TEST_P(MemoryResourceTest, PmrStringsAndAlignmentWork) {
 }
 
 TEST_P(MemoryResourceTest, ExhaustionThrowsBadAlloc) {
-  OffsetMemoryResource resource(s_.allocator.get(), heap_.data());
+  OffsetMemoryResource resource(s_.allocator.get(), heap_.get());
   EXPECT_THROW(
       {
         for (;;) resource.allocate(16384, 16);
@@ -80,9 +89,9 @@ TEST_P(MemoryResourceTest, ExhaustionThrowsBadAlloc) {
 }
 
 TEST_P(MemoryResourceTest, ResourcesAreEqualOnlyOverTheSameAllocatorAndBase) {
-  OffsetMemoryResource a(s_.allocator.get(), heap_.data());
-  OffsetMemoryResource b(s_.allocator.get(), heap_.data());
-  OffsetMemoryResource c(s_.allocator.get(), heap_.data() + 64);
+  OffsetMemoryResource a(s_.allocator.get(), heap_.get());
+  OffsetMemoryResource b(s_.allocator.get(), heap_.get());
+  OffsetMemoryResource c(s_.allocator.get(), heap_.get() + 64);
   EXPECT_TRUE(a.is_equal(b));
   EXPECT_FALSE(a.is_equal(c));
   EXPECT_FALSE(a.is_equal(*std::pmr::new_delete_resource()));
