@@ -31,19 +31,17 @@ void FillFragmentation(AllocatorStats& stats) {
           : 1.0 - static_cast<double>(stats.largest_free_bytes) /
                       static_cast<double>(stats.free_bytes);
   stats.internal_fragmentation =
-      stats.used_bytes == 0
-          ? 0.0
-          : 1.0 - static_cast<double>(stats.requested_bytes) /
-                      static_cast<double>(stats.used_bytes);
+      stats.used_bytes == 0 ? 0.0
+                            : 1.0 - static_cast<double>(stats.requested_bytes) /
+                                        static_cast<double>(stats.used_bytes);
 }
 
 absl::Status ValidateAllocateArgs(uint64_t size, uint64_t& alignment) {
   if (size == 0) return absl::InvalidArgumentError("size must be > 0");
   if (alignment == 0) alignment = kDefaultAlignment;
   if (!IsPowerOfTwo(alignment) || alignment > kMaxAlignment) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("alignment ", alignment,
-                     " is not a power of two <= ", kMaxAlignment));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "alignment ", alignment, " is not a power of two <= ", kMaxAlignment));
   }
   return absl::OkStatus();
 }
@@ -60,8 +58,8 @@ absl::Status ValidateOffsetInRange(uint64_t offset, uint64_t begin,
 absl::Status ValidateRange(const AllocatorOptions& options) {
   if (options.begin == 0 || options.begin % kMaxAlignment != 0) {
     return absl::InvalidArgumentError(
-        absl::StrCat("begin ", options.begin, " must be a positive multiple of ",
-                     kMaxAlignment));
+        absl::StrCat("begin ", options.begin,
+                     " must be a positive multiple of ", kMaxAlignment));
   }
   if (options.end <= options.begin) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -87,9 +85,9 @@ absl::Status ValidateMetaHeader(std::span<const std::byte> meta,
                      ", this build reads ", kMetaLayoutVersion));
   }
   if (header.strategy != static_cast<uint32_t>(expected)) {
-    return absl::DataLossError(absl::StrCat(
-        "metadata is for strategy ", header.strategy, ", expected ",
-        std::string(StrategyName(expected))));
+    return absl::DataLossError(
+        absl::StrCat("metadata is for strategy ", header.strategy,
+                     ", expected ", std::string(StrategyName(expected))));
   }
   if (header.meta_bytes > meta.size()) {
     return absl::DataLossError(

@@ -71,16 +71,16 @@ struct Extent {
 // A snapshot of an allocator's figures. Counters are exact for single-threaded
 // strategies; for lock-free ones each field is exact at a quiescent point.
 struct AllocatorStats {
-  uint64_t capacity_bytes = 0;     // end - begin
-  uint64_t used_bytes = 0;         // bytes reserved by live extents (+ arena padding)
-  uint64_t free_bytes = 0;         // capacity_bytes - used_bytes
-  uint64_t requested_bytes = 0;    // sum of sizes asked for by live allocations
-  uint64_t live_allocations = 0;   // extents handed out and not freed
-  uint64_t peak_used_bytes = 0;    // max used_bytes since creation or reset
-  uint64_t failed_allocations = 0; // Allocate calls that returned an error
-                                   // because no space was left
-  uint64_t largest_free_bytes = 0; // largest single extent Allocate(size, 1)
-                                   // could return right now
+  uint64_t capacity_bytes = 0;  // end - begin
+  uint64_t used_bytes = 0;  // bytes reserved by live extents (+ arena padding)
+  uint64_t free_bytes = 0;  // capacity_bytes - used_bytes
+  uint64_t requested_bytes = 0;   // sum of sizes asked for by live allocations
+  uint64_t live_allocations = 0;  // extents handed out and not freed
+  uint64_t peak_used_bytes = 0;   // max used_bytes since creation or reset
+  uint64_t failed_allocations = 0;  // Allocate calls that returned an error
+                                    // because no space was left
+  uint64_t largest_free_bytes = 0;  // largest single extent Allocate(size, 1)
+                                    // could return right now
   // External fragmentation: 1 - largest_free_bytes / free_bytes, in [0, 1];
   // 0 when free_bytes == 0. 0 means all free space is one usable extent.
   double fragmentation = 0;

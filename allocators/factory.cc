@@ -32,16 +32,15 @@ auto Dispatch(Strategy strategy, Fn&& fn)
     case Strategy::kUnspecified:
       break;
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown strategy ", static_cast<uint32_t>(strategy)));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown strategy ", static_cast<uint32_t>(strategy)));
 }
 
 }  // namespace
 
 absl::StatusOr<uint64_t> MetadataBytes(const AllocatorOptions& options) {
-  return Dispatch(options.strategy, [&]<typename X>() {
-    return X::MetadataBytes(options);
-  });
+  return Dispatch(options.strategy,
+                  [&]<typename X>() { return X::MetadataBytes(options); });
 }
 
 absl::StatusOr<std::unique_ptr<OffsetAllocator>> CreateAllocator(
@@ -58,8 +57,8 @@ absl::StatusOr<std::unique_ptr<OffsetAllocator>> CreateAllocator(
 absl::StatusOr<std::unique_ptr<OffsetAllocator>> AttachAllocator(
     std::span<std::byte> meta) {
   if (meta.size() < sizeof(MetaHeader)) {
-    return absl::DataLossError(absl::StrCat(
-        "metadata span of ", meta.size(), " bytes is smaller than a header"));
+    return absl::DataLossError(absl::StrCat("metadata span of ", meta.size(),
+                                            " bytes is smaller than a header"));
   }
   MetaHeader header;
   std::memcpy(&header, meta.data(), sizeof(header));

@@ -17,16 +17,15 @@ void* OffsetMemoryResource::do_allocate(std::size_t bytes,
 
 void OffsetMemoryResource::do_deallocate(void* p, std::size_t /*bytes*/,
                                          std::size_t /*alignment*/) {
-  const auto offset =
-      static_cast<uint64_t>(static_cast<std::byte*>(p) - base_);
+  const auto offset = static_cast<uint64_t>(static_cast<std::byte*>(p) - base_);
   // Arena frees only as a whole; a deallocate is then a no-op by design
   // (what std::pmr::monotonic_buffer_resource does too).
   if (allocator_->strategy() == Strategy::kArena) return;
   absl::Status status = allocator_->Free(offset);
   // A container handing back memory it did not get from us is a program bug
   // that would otherwise corrupt the heap silently.
-  SHMALLOC_CHECK(status.ok()) << "pmr deallocate of offset " << offset << ": "
-                              << status;
+  SHMALLOC_CHECK(status.ok())
+      << "pmr deallocate of offset " << offset << ": " << status;
 }
 
 bool OffsetMemoryResource::do_is_equal(

@@ -42,16 +42,16 @@ inline constexpr uint64_t kArenaMetaBytes =
 inline constexpr uint64_t kRegionNameBytes = 64;
 
 struct SegmentHeader {
-  uint64_t magic;                     // kSegmentMagic once fully written
-  uint32_t layout_version;            // kSegmentLayoutVersion
-  uint32_t strategy;                  // a shmalloc::Strategy value
-  uint64_t size_bytes;                // data file size
-  uint64_t heap_begin;                // == kHeapBegin
-  uint64_t heap_end;                  // == size_bytes
-  uint64_t block_size;                // POOL block / BUDDY min block, else 0
-  std::atomic<uint64_t> generation;   // bumped by ResetRegion
-  uint64_t reserved0;                 // zero
-  char name[kRegionNameBytes];        // NUL-terminated region name
+  uint64_t magic;                    // kSegmentMagic once fully written
+  uint32_t layout_version;           // kSegmentLayoutVersion
+  uint32_t strategy;                 // a shmalloc::Strategy value
+  uint64_t size_bytes;               // data file size
+  uint64_t heap_begin;               // == kHeapBegin
+  uint64_t heap_end;                 // == size_bytes
+  uint64_t block_size;               // POOL block / BUDDY min block, else 0
+  std::atomic<uint64_t> generation;  // bumped by ResetRegion
+  uint64_t reserved0;                // zero
+  char name[kRegionNameBytes];       // NUL-terminated region name
   std::byte reserved1[kArenaMetaOffset - 128];  // zero
   std::byte arena_meta[kArenaMetaBytes];        // ARENA metadata, else zero
 };

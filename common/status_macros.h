@@ -13,16 +13,16 @@
 #define SHMALLOC_STATUS_CONCAT_(a, b) SHMALLOC_STATUS_CONCAT_INNER_(a, b)
 
 // Returns the status of `expr` from the enclosing function if it is not OK.
-#define SHMALLOC_RETURN_IF_ERROR(expr)                 \
-  do {                                                 \
-    ::absl::Status shmalloc_status_ = (expr);          \
+#define SHMALLOC_RETURN_IF_ERROR(expr)                   \
+  do {                                                   \
+    ::absl::Status shmalloc_status_ = (expr);            \
     if (!shmalloc_status_.ok()) return shmalloc_status_; \
   } while (0)
 
 // Evaluates `rexpr` (an absl::StatusOr<T>); on error returns its status,
 // otherwise move-assigns the value to `lhs` (which may be a declaration).
-#define SHMALLOC_ASSIGN_OR_RETURN(lhs, rexpr)                                    \
-  SHMALLOC_ASSIGN_OR_RETURN_IMPL_(                                               \
+#define SHMALLOC_ASSIGN_OR_RETURN(lhs, rexpr) \
+  SHMALLOC_ASSIGN_OR_RETURN_IMPL_(            \
       SHMALLOC_STATUS_CONCAT_(shmalloc_statusor_, __LINE__), lhs, rexpr)
 
 #define SHMALLOC_ASSIGN_OR_RETURN_IMPL_(statusor, lhs, rexpr) \

@@ -60,7 +60,8 @@ class DifferentialTest : public ::testing::TestWithParam<Strategy> {
     const uint64_t max = testing::MaxTestSize(options_);
     // Log-uniform: many small requests, some large ones, as real heaps see.
     std::uniform_real_distribution<double> exponent(0, std::log2(max));
-    return std::max<uint64_t>(1, static_cast<uint64_t>(std::exp2(exponent(rng_))));
+    return std::max<uint64_t>(1,
+                              static_cast<uint64_t>(std::exp2(exponent(rng_))));
   }
 
   uint64_t RandomAlignment() {

@@ -15,9 +15,9 @@
 
 namespace shmalloc::testing {
 
-inline constexpr Strategy kAllStrategies[] = {
-    Strategy::kArena, Strategy::kPool, Strategy::kBuddy, Strategy::kSlab,
-    Strategy::kFreeList};
+inline constexpr Strategy kAllStrategies[] = {Strategy::kArena, Strategy::kPool,
+                                              Strategy::kBuddy, Strategy::kSlab,
+                                              Strategy::kFreeList};
 
 // The geometry used for `strategy` in the shared suites: a heap of
 // `heap_bytes` starting at 4096 (offset 0 is never an allocation).
@@ -38,8 +38,7 @@ inline uint64_t MaxTestSize(const AllocatorOptions& options) {
     case Strategy::kPool:
       return options.block_size;
     case Strategy::kSlab:
-      return options.size_classes.empty() ? 16384
-                                          : options.size_classes.back();
+      return options.size_classes.empty() ? 16384 : options.size_classes.back();
     default:
       return 64 * 1024;
   }
