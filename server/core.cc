@@ -1,0 +1,39 @@
+#include "server/core.h"
+
+#include "common/status_macros.h"
+
+namespace shmalloc::server {
+
+uint64_t EndSession(Core& core, uint64_t id) {
+  if (!core.sessions.Close(id)) return 0;
+  return core.regions.ReleaseSession(id);
+}
+
+absl::StatusOr<v1::Stats> CollectStats(const Core& core,
+                                       std::string_view region) {
+  v1::Stats stats;
+  std::vector<std::shared_ptr<Region>> regions;
+  if (region.empty()) {
+    regions = core.regions.List();
+  } else {
+    SHMALLOC_ASSIGN_OR_RETURN(std::shared_ptr<Region> one,
+                              core.regions.Get(region));
+    regions.push_back(std::move(one));
+  }
+  for (const std::shared_ptr<Region>& r : regions) {
+    v1::RegionStats* region_stats = stats.add_regions();
+    *region_stats = r->Stats();
+    for (v1::SessionUsage& usage : *region_stats->mutable_sessions()) {
+      usage.set_client_name(core.sessions.ClientName(usage.session_id()));
+    }
+  }
+  stats.set_sessions(core.sessions.open());
+  stats.set_sessions_opened(core.sessions.opened_total());
+  stats.set_region_count(core.regions.size());
+  stats.set_uptime_ms(static_cast<uint64_t>(
+      absl::ToInt64Milliseconds(absl::Now() - core.started)));
+  core.metrics.Fill(stats);
+  return stats;
+}
+
+}  // namespace shmalloc::server

@@ -1,0 +1,50 @@
+// The daemon's state shared by the gRPC service and its stream reactors:
+// regions, sessions, RPC counters, open streams and the start time.
+//
+// Thread-safety: every member is thread-safe.
+#ifndef SERVER_CORE_H_
+#define SERVER_CORE_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "server/config.h"
+#include "server/region_registry.h"
+#include "server/rpc_metrics.h"
+#include "server/session_table.h"
+#include "server/stream_registry.h"
+#include "shmalloc/v1/shmalloc.pb.h"
+
+namespace shmalloc::server {
+
+struct Core {
+  Core(std::string shm_dir, ServerLimits limits)
+      : regions(std::move(shm_dir), limits),
+        sessions(limits.max_sessions),
+        started(absl::Now()) {}
+
+  RegionRegistry regions;
+  SessionTable sessions;
+  RpcMetrics metrics;
+  StreamRegistry streams;
+  const absl::Time started;
+};
+
+// Ends session `id`: closes it (so it can gain nothing more), then frees
+// every allocation it owns in every region. Returns how many were freed
+// (0 when it was not open). Thread-safe.
+uint64_t EndSession(Core& core, uint64_t id);
+
+// Returns the figures of region `region` ("" = every region) and of the
+// daemon. NOT_FOUND for an unknown region, INVALID_ARGUMENT for a malformed
+// name. Thread-safe.
+[[nodiscard]] absl::StatusOr<v1::Stats> CollectStats(const Core& core,
+                                                     std::string_view region);
+
+}  // namespace shmalloc::server
+
+#endif  // SERVER_CORE_H_

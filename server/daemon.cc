@@ -1,0 +1,143 @@
+#include "server/daemon.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/log.h"
+#include "common/status_macros.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/server_builder.h"
+#include "server/unix_socket.h"
+
+namespace shmalloc::server {
+namespace {
+
+constexpr mode_t kSocketMode = 0660;
+constexpr int kMaxMessageBytes = 64 << 20;
+
+}  // namespace
+
+Daemon::Daemon(DaemonOptions options)
+    : options_(std::move(options)),
+      core_(std::make_unique<Core>(options_.shm_dir, options_.limits)),
+      service_(std::make_unique<AllocatorService>(*core_)) {}
+
+Daemon::~Daemon() { Shutdown(absl::Seconds(5)); }
+
+absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
+    const DaemonOptions& options) {
+  std::unique_ptr<Daemon> daemon(new Daemon(options));
+  absl::StatusOr<size_t> attached = daemon->core_->regions.LoadExisting();
+  if (!attached.ok()) {
+    return absl::Status(attached.status().code(),
+                        absl::StrCat("shm_dir ", options.shm_dir, ": ",
+                                     attached.status().message()));
+  }
+  SHMALLOC_LOG(Info) << "shm_dir " << options.shm_dir << ": re-attached "
+                     << *attached << " region(s)";
+  SHMALLOC_RETURN_IF_ERROR(daemon->CreateConfiguredRegions());
+  SHMALLOC_RETURN_IF_ERROR(daemon->Listen());
+  return daemon;
+}
+
+absl::Status Daemon::CreateConfiguredRegions() {
+  for (const v1::CreateRegionRequest& request : options_.regions) {
+    if (auto existing = core_->regions.Get(request.name()); existing.ok()) {
+      if (!(*existing)->Matches(request)) {
+        SHMALLOC_LOG(Warning)
+            << "config region " << request.name()
+            << " exists with another geometry; keeping the existing one "
+               "(delete it to apply the config)";
+      }
+      continue;
+    }
+    absl::StatusOr<std::shared_ptr<Region>> region =
+        core_->regions.Create(request);
+    if (absl::IsAlreadyExists(region.status())) {
+      // Files that did not validate at start: left alone, reported.
+      SHMALLOC_LOG(Error) << "config region " << request.name()
+                          << " not created: " << region.status();
+      continue;
+    }
+    if (!region.ok()) {
+      return absl::Status(region.status().code(),
+                          absl::StrCat("config region ", request.name(), ": ",
+                                       region.status().message()));
+    }
+    SHMALLOC_LOG(Info) << "created region " << request.name() << " ("
+                       << v1::Strategy_Name(request.strategy()) << ", "
+                       << request.size_bytes() << " bytes) in "
+                       << options_.shm_dir;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Daemon::Listen() {
+  SHMALLOC_RETURN_IF_ERROR(PrepareSocketPath(options_.socket));
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
+  builder.SetMaxSendMessageSize(kMaxMessageBytes);
+  builder.AddListeningPort(absl::StrCat("unix:", options_.socket),
+                           grpc::InsecureServerCredentials());
+  std::vector<int> ports(options_.listen.size(), 0);
+  for (size_t i = 0; i < options_.listen.size(); ++i) {
+    builder.AddListeningPort(options_.listen[i],
+                             grpc::InsecureServerCredentials(), &ports[i]);
+  }
+  builder.RegisterService(service_.get());
+  server_ = builder.BuildAndStart();
+  if (server_ == nullptr) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on unix:", options_.socket,
+                     options_.listen.empty() ? "" : " and ",
+                     absl::StrJoin(options_.listen, ", ")));
+  }
+  endpoints_.push_back(absl::StrCat("unix:", options_.socket));
+  for (size_t i = 0; i < ports.size(); ++i) {
+    if (ports[i] == 0) {
+      server_->Shutdown();
+      return absl::UnavailableError(
+          absl::StrCat("cannot listen on ", options_.listen[i]));
+    }
+    const std::string& address = options_.listen[i];
+    endpoints_.push_back(
+        absl::StrCat(address.substr(0, address.rfind(':')), ":", ports[i]));
+  }
+  SHMALLOC_RETURN_IF_ERROR(SetSocketMode(options_.socket, kSocketMode));
+  server_->GetHealthCheckService()->SetServingStatus("shmalloc.v1.Allocator",
+                                                     true);
+  SHMALLOC_LOG(Info) << "shmallocd listening on "
+                     << absl::StrJoin(endpoints_, ", ") << " with "
+                     << core_->regions.size() << " region(s) in "
+                     << options_.shm_dir;
+  return absl::OkStatus();
+}
+
+void Daemon::Shutdown(absl::Duration drain) {
+  if (shut_down_) return;
+  shut_down_ = true;
+  const absl::Time deadline = absl::Now() + drain;
+  // Streams never end by themselves: end them first, so Shutdown drains
+  // only real in-flight calls.
+  core_->streams.StopAll();
+  if (server_ != nullptr) {
+    server_->Shutdown(absl::ToChronoTime(deadline));
+    server_->Wait();
+  }
+  if (!core_->streams.WaitEmpty(deadline + absl::Seconds(1))) {
+    SHMALLOC_LOG(Warning) << core_->streams.size()
+                          << " stream(s) did not finish in time";
+  }
+  for (uint64_t id : core_->sessions.OpenIds()) EndSession(*core_, id);
+  core_->regions.SyncAndClose();
+  if (server_ != nullptr) RemoveSocketFile(options_.socket);
+  SHMALLOC_LOG(Info) << "shmallocd stopped; regions persist in "
+                     << options_.shm_dir;
+}
+
+}  // namespace shmalloc::server

@@ -1,0 +1,65 @@
+// shmallocd as a library: start serving DaemonOptions, shut down cleanly.
+//
+// Start re-attaches every region in shm_dir, creates the configured regions
+// that are absent, then listens on the Unix socket (mode 0660; a stale
+// socket file nobody answers on is replaced) and on any TCP addresses, with
+// grpc.health.v1 (SERVING) and server reflection next to shmalloc.v1.
+//
+// Shutdown: ends every OpenSession and WatchStats stream (each session's
+// non-detached allocations are freed), drains in-flight RPCs for at most
+// `drain` (then cancels them), syncs and unmaps every region, removes the
+// socket file. Regions persist in shm_dir.
+//
+// Thread-safety: Start and Shutdown are not thread-safe with each other;
+// the running service is.
+#ifndef SERVER_DAEMON_H_
+#define SERVER_DAEMON_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "grpcpp/server.h"
+#include "server/config.h"
+#include "server/core.h"
+#include "server/service.h"
+
+namespace shmalloc::server {
+
+class Daemon {
+ public:
+  // Starts serving. Returns the error that prevents it: shm_dir unusable,
+  // a configured region that cannot be created (e.g. RESOURCE_EXHAUSTED:
+  // the mount is too small), the socket path taken by a live server
+  // (ALREADY_EXISTS) or not bindable (UNAVAILABLE).
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<Daemon>> Start(
+      const DaemonOptions& options);
+
+  ~Daemon();
+  Daemon(const Daemon&) = delete;
+  Daemon& operator=(const Daemon&) = delete;
+
+  // Shuts down as described above; idempotent. Not thread-safe.
+  void Shutdown(absl::Duration drain);
+
+  // "unix:PATH" and every "HOST:PORT" listened on.
+  const std::vector<std::string>& endpoints() const { return endpoints_; }
+
+ private:
+  explicit Daemon(DaemonOptions options);
+  absl::Status CreateConfiguredRegions();
+  absl::Status Listen();
+
+  DaemonOptions options_;
+  std::unique_ptr<Core> core_;
+  std::unique_ptr<AllocatorService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::vector<std::string> endpoints_;
+  bool shut_down_ = false;
+};
+
+}  // namespace shmalloc::server
+
+#endif  // SERVER_DAEMON_H_

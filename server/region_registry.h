@@ -1,0 +1,84 @@
+// The daemon's regions by name: create, look up, list, delete, re-attach at
+// start, and release a finished session everywhere.
+//
+// Regions are shared_ptr so an RPC that looked one up keeps its mapping alive
+// while a concurrent DeleteRegion removes it from the map (the Region itself
+// then answers NOT_FOUND). Creating a region does its file work outside the
+// registry lock; the name is reserved meanwhile so a second create of it is
+// ALREADY_EXISTS at once.
+//
+// Invariants: size() + reserved names <= limits.max_regions; every region in
+// the map has not been MarkDeleted.
+// Thread-safety: thread-safe.
+#ifndef SERVER_REGION_REGISTRY_H_
+#define SERVER_REGION_REGISTRY_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "server/config.h"
+#include "server/region.h"
+#include "shmalloc/v1/shmalloc.pb.h"
+
+namespace shmalloc::server {
+
+class RegionRegistry {
+ public:
+  RegionRegistry(std::string shm_dir, ServerLimits limits);
+
+  // Re-attaches every region whose files are in shm_dir. A region that does
+  // not validate is logged and left alone (never truncated or deleted).
+  // Returns how many were attached. NOT_FOUND / PERMISSION_DENIED /
+  // FAILED_PRECONDITION when shm_dir itself is unusable.
+  [[nodiscard]] absl::StatusOr<size_t> LoadExisting();
+
+  // Creates a region. INVALID_ARGUMENT (name, geometry, size over
+  // max_region_bytes), ALREADY_EXISTS, RESOURCE_EXHAUSTED (max_regions, or
+  // the mount is too small). State unchanged on error. Thread-safe.
+  [[nodiscard]] absl::StatusOr<std::shared_ptr<Region>> Create(
+      const v1::CreateRegionRequest& request);
+
+  // Returns region `name`; INVALID_ARGUMENT for a malformed name, NOT_FOUND
+  // for an unknown one. Thread-safe.
+  [[nodiscard]] absl::StatusOr<std::shared_ptr<Region>> Get(
+      std::string_view name) const;
+
+  // Returns every region, ordered by name. Thread-safe.
+  std::vector<std::shared_ptr<Region>> List() const;
+
+  // Deletes region `name` and its files. INVALID_ARGUMENT, NOT_FOUND,
+  // FAILED_PRECONDITION (live allocations and !force). Thread-safe.
+  [[nodiscard]] absl::Status Delete(std::string_view name, bool force);
+
+  // Frees everything `session_id` owns in every region; returns how many
+  // allocations. Thread-safe.
+  uint64_t ReleaseSession(uint64_t session_id);
+
+  // Syncs every region's files and drops the registry's references (the
+  // mappings go when the last RPC holding one finishes). Thread-safe.
+  void SyncAndClose();
+
+  size_t size() const;
+  const std::string& shm_dir() const { return shm_dir_; }
+  const ServerLimits& limits() const { return limits_; }
+
+ private:
+  const std::string shm_dir_;
+  const ServerLimits limits_;
+  mutable absl::Mutex mu_;
+  std::map<std::string, std::shared_ptr<Region>, std::less<>> regions_
+      ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<std::string> creating_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace shmalloc::server
+
+#endif  // SERVER_REGION_REGISTRY_H_

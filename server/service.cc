@@ -1,0 +1,172 @@
+#include "server/service.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "common/status_macros.h"
+#include "server/grpc_status.h"
+#include "server/session_reactor.h"
+#include "server/watch_reactor.h"
+
+namespace shmalloc::server {
+
+grpc::ServerUnaryReactor* AllocatorService::Reply(
+    grpc::CallbackServerContext* context, std::string_view method,
+    const absl::Status& status) {
+  core_.metrics.Record(method, status.code());
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
+absl::Status AllocatorService::CheckSession(uint64_t session_id) const {
+  if (session_id == 0 || !core_.sessions.IsOpen(session_id)) {
+    return absl::NotFoundError(absl::StrCat("unknown session ", session_id,
+                                            " (open one with OpenSession)"));
+  }
+  return absl::OkStatus();
+}
+
+grpc::ServerUnaryReactor* AllocatorService::CreateRegion(
+    grpc::CallbackServerContext* context,
+    const v1::CreateRegionRequest* request, v1::Region* response) {
+  absl::StatusOr<std::shared_ptr<Region>> region =
+      core_.regions.Create(*request);
+  if (region.ok()) {
+    *response = (*region)->Describe();
+    SHMALLOC_LOG(Info) << "created region " << response->name() << " ("
+                       << v1::Strategy_Name(response->strategy()) << ", "
+                       << request->size_bytes() << " bytes) in "
+                       << core_.regions.shm_dir();
+  }
+  return Reply(context, "CreateRegion", region.status());
+}
+
+grpc::ServerUnaryReactor* AllocatorService::GetRegion(
+    grpc::CallbackServerContext* context, const v1::GetRegionRequest* request,
+    v1::Region* response) {
+  absl::StatusOr<std::shared_ptr<Region>> region =
+      core_.regions.Get(request->name());
+  if (region.ok()) *response = (*region)->Describe();
+  return Reply(context, "GetRegion", region.status());
+}
+
+grpc::ServerUnaryReactor* AllocatorService::ListRegions(
+    grpc::CallbackServerContext* context,
+    const v1::ListRegionsRequest* /*request*/,
+    v1::ListRegionsResponse* response) {
+  for (const std::shared_ptr<Region>& region : core_.regions.List()) {
+    *response->add_regions() = region->Describe();
+  }
+  return Reply(context, "ListRegions", absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* AllocatorService::DeleteRegion(
+    grpc::CallbackServerContext* context,
+    const v1::DeleteRegionRequest* request,
+    v1::DeleteRegionResponse* /*response*/) {
+  return Reply(context, "DeleteRegion",
+               core_.regions.Delete(request->name(), request->force()));
+}
+
+grpc::ServerWriteReactor<v1::SessionEvent>* AllocatorService::OpenSession(
+    grpc::CallbackServerContext* /*context*/,
+    const v1::OpenSessionRequest* request) {
+  return new SessionReactor(core_, *request);
+}
+
+absl::Status AllocatorService::DoAllocate(const v1::AllocateRequest& request,
+                                          v1::AllocateResponse& response) {
+  SHMALLOC_RETURN_IF_ERROR(CheckSession(request.session_id()));
+  const uint32_t count = request.count() == 0 ? 1 : request.count();
+  const uint32_t max_batch = core_.regions.limits().max_batch;
+  if (count > max_batch) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("count ", count, " is over max_batch ", max_batch));
+  }
+  SHMALLOC_ASSIGN_OR_RETURN(std::shared_ptr<Region> region,
+                            core_.regions.Get(request.region()));
+  AllocateArgs args;
+  args.session_id = request.session_id();
+  args.size = request.size_bytes();
+  args.alignment = request.alignment();
+  args.count = count;
+  args.detached = request.detached();
+  const uint64_t session_id = request.session_id();
+  SHMALLOC_ASSIGN_OR_RETURN(AllocateResult result, region->Allocate(args, [&] {
+    return core_.sessions.IsOpen(session_id);
+  }));
+  response.mutable_extents()->Reserve(static_cast<int>(result.extents.size()));
+  for (const Extent& extent : result.extents) {
+    v1::Extent* out = response.add_extents();
+    out->set_offset(extent.offset);
+    out->set_size_bytes(extent.size_bytes);
+  }
+  response.set_generation(result.generation);
+  return absl::OkStatus();
+}
+
+grpc::ServerUnaryReactor* AllocatorService::Allocate(
+    grpc::CallbackServerContext* context, const v1::AllocateRequest* request,
+    v1::AllocateResponse* response) {
+  absl::Status status = DoAllocate(*request, *response);
+  if (!status.ok()) response->Clear();
+  return Reply(context, "Allocate", status);
+}
+
+absl::Status AllocatorService::DoFree(const v1::FreeRequest& request,
+                                      v1::FreeResponse& response) {
+  SHMALLOC_RETURN_IF_ERROR(CheckSession(request.session_id()));
+  const uint32_t max_batch = core_.regions.limits().max_batch;
+  if (static_cast<uint64_t>(request.offsets_size()) > max_batch) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        request.offsets_size(), " offsets is over max_batch ", max_batch));
+  }
+  SHMALLOC_ASSIGN_OR_RETURN(std::shared_ptr<Region> region,
+                            core_.regions.Get(request.region()));
+  SHMALLOC_ASSIGN_OR_RETURN(
+      const uint64_t freed,
+      region->Free(std::span<const uint64_t>(request.offsets().data(),
+                                             request.offsets().size())));
+  response.set_freed_bytes(freed);
+  return absl::OkStatus();
+}
+
+grpc::ServerUnaryReactor* AllocatorService::Free(
+    grpc::CallbackServerContext* context, const v1::FreeRequest* request,
+    v1::FreeResponse* response) {
+  return Reply(context, "Free", DoFree(*request, *response));
+}
+
+grpc::ServerUnaryReactor* AllocatorService::ResetRegion(
+    grpc::CallbackServerContext* context, const v1::ResetRegionRequest* request,
+    v1::Region* response) {
+  absl::StatusOr<std::shared_ptr<Region>> region =
+      core_.regions.Get(request->name());
+  absl::Status status = region.status();
+  if (status.ok()) status = (*region)->Reset(request->force());
+  if (status.ok()) {
+    *response = (*region)->Describe();
+    SHMALLOC_LOG(Info) << "reset region " << response->name()
+                       << " to generation " << response->generation()
+                       << (request->force() ? " (forced)" : "");
+  }
+  return Reply(context, "ResetRegion", status);
+}
+
+grpc::ServerUnaryReactor* AllocatorService::GetStats(
+    grpc::CallbackServerContext* context, const v1::GetStatsRequest* request,
+    v1::Stats* response) {
+  absl::StatusOr<v1::Stats> stats = CollectStats(core_, request->region());
+  if (stats.ok()) *response = *std::move(stats);
+  return Reply(context, "GetStats", stats.status());
+}
+
+grpc::ServerWriteReactor<v1::Stats>* AllocatorService::WatchStats(
+    grpc::CallbackServerContext* /*context*/,
+    const v1::WatchStatsRequest* request) {
+  return new WatchReactor(core_, *request);
+}
+
+}  // namespace shmalloc::server

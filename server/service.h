@@ -1,0 +1,77 @@
+// The shmalloc.v1.Allocator gRPC service, on gRPC's callback API: unary RPCs
+// answer inline on gRPC's callback threads (each is short: a lock, some
+// bookkeeping, no I/O except CreateRegion/DeleteRegion's file work), and
+// the two server streams are reactors (session_reactor.h, watch_reactor.h)
+// that hold no thread while idle.
+//
+// Every RPC is counted in Core::metrics with its final status code; every
+// absl::Status becomes a grpc::Status in grpc_status.h only.
+//
+// Thread-safety: thread-safe (all state is in Core).
+#ifndef SERVER_SERVICE_H_
+#define SERVER_SERVICE_H_
+
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "server/core.h"
+#include "shmalloc/v1/shmalloc.grpc.pb.h"
+
+namespace shmalloc::server {
+
+class AllocatorService final : public v1::Allocator::CallbackService {
+ public:
+  explicit AllocatorService(Core& core) : core_(core) {}
+
+  grpc::ServerUnaryReactor* CreateRegion(grpc::CallbackServerContext* context,
+                                         const v1::CreateRegionRequest* request,
+                                         v1::Region* response) override;
+  grpc::ServerUnaryReactor* GetRegion(grpc::CallbackServerContext* context,
+                                      const v1::GetRegionRequest* request,
+                                      v1::Region* response) override;
+  grpc::ServerUnaryReactor* ListRegions(
+      grpc::CallbackServerContext* context,
+      const v1::ListRegionsRequest* request,
+      v1::ListRegionsResponse* response) override;
+  grpc::ServerUnaryReactor* DeleteRegion(
+      grpc::CallbackServerContext* context,
+      const v1::DeleteRegionRequest* request,
+      v1::DeleteRegionResponse* response) override;
+  grpc::ServerWriteReactor<v1::SessionEvent>* OpenSession(
+      grpc::CallbackServerContext* context,
+      const v1::OpenSessionRequest* request) override;
+  grpc::ServerUnaryReactor* Allocate(grpc::CallbackServerContext* context,
+                                     const v1::AllocateRequest* request,
+                                     v1::AllocateResponse* response) override;
+  grpc::ServerUnaryReactor* Free(grpc::CallbackServerContext* context,
+                                 const v1::FreeRequest* request,
+                                 v1::FreeResponse* response) override;
+  grpc::ServerUnaryReactor* ResetRegion(grpc::CallbackServerContext* context,
+                                        const v1::ResetRegionRequest* request,
+                                        v1::Region* response) override;
+  grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* context,
+                                     const v1::GetStatsRequest* request,
+                                     v1::Stats* response) override;
+  grpc::ServerWriteReactor<v1::Stats>* WatchStats(
+      grpc::CallbackServerContext* context,
+      const v1::WatchStatsRequest* request) override;
+
+ private:
+  // Records `status` for `method` and finishes the call with it.
+  grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* context,
+                                  std::string_view method,
+                                  const absl::Status& status);
+
+  absl::Status DoAllocate(const v1::AllocateRequest& request,
+                          v1::AllocateResponse& response);
+  absl::Status DoFree(const v1::FreeRequest& request,
+                      v1::FreeResponse& response);
+  // NOT_FOUND unless `session_id` is an open session.
+  absl::Status CheckSession(uint64_t session_id) const;
+
+  Core& core_;
+};
+
+}  // namespace shmalloc::server
+
+#endif  // SERVER_SERVICE_H_

@@ -1,0 +1,63 @@
+// The OpenSession stream: a callback-API write reactor that opens a session,
+// writes one SessionEvent (session_id, shm_dir) and then holds no thread
+// until the stream ends. When it ends — the client cancelled it or died
+// (OnCancel), or the daemon stops (Stop) — the session is closed and every
+// allocation it owns that is not detached is freed (OnDone).
+//
+// States: writing the event -> idle -> finished -> done. Finish is called
+// exactly once, never while the event write is in flight.
+//
+// Thread-safety: gRPC may run OnWriteDone, OnCancel and Stop concurrently;
+// they serialise on the reactor's mutex. The reactor deletes itself in
+// OnDone.
+#ifndef SERVER_SESSION_REACTOR_H_
+#define SERVER_SESSION_REACTOR_H_
+
+#include <cstdint>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "grpcpp/support/server_callback.h"
+#include "server/core.h"
+#include "server/stream_registry.h"
+#include "shmalloc/v1/shmalloc.pb.h"
+
+namespace shmalloc::server {
+
+class SessionReactor final : public grpc::ServerWriteReactor<v1::SessionEvent>,
+                             public StoppableStream {
+ public:
+  // Starts the stream for `request`: opens the session and writes its event,
+  // or finishes with the error (UNAVAILABLE while shutting down,
+  // RESOURCE_EXHAUSTED over max_sessions, INVALID_ARGUMENT for a long
+  // client name).
+  SessionReactor(Core& core, const v1::OpenSessionRequest& request);
+
+  void OnWriteDone(bool ok) override;
+  void OnCancel() override;
+  void OnDone() override;
+  void Stop() override;
+
+ private:
+  // Finishes with `status` now, or after the write in flight completes.
+  void FinishOnce(const absl::Status& status)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  Core& core_;
+  bool registered_ = false;  // in core_.streams; set before any callback
+  absl::Mutex mu_;
+  uint64_t session_id_ ABSL_GUARDED_BY(mu_) = 0;
+  std::string client_name_ ABSL_GUARDED_BY(mu_);
+  v1::SessionEvent event_ ABSL_GUARDED_BY(mu_);
+  bool started_ ABSL_GUARDED_BY(mu_) = false;
+  bool stop_requested_ ABSL_GUARDED_BY(mu_) = false;
+  bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
+  bool finish_pending_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status pending_status_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace shmalloc::server
+
+#endif  // SERVER_SESSION_REACTOR_H_

@@ -1,0 +1,201 @@
+#include "server/shm_file.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace shmalloc::server {
+namespace {
+
+// Builds a Status from an errno value: "<call> <path>: <strerror>".
+absl::Status ErrnoError(int error, absl::string_view call,
+                        absl::string_view path) {
+  std::string message = absl::StrCat(call, " ", path, ": ", strerror(error));
+  switch (error) {
+    case ENOSPC:
+    case EFBIG:
+    case EDQUOT:
+    case ENOMEM:
+      return absl::ResourceExhaustedError(message);
+    case ELOOP:
+    case ENOTDIR:
+    case EISDIR:
+      return absl::FailedPreconditionError(message);
+    default:
+      return absl::ErrnoToStatus(error, message);
+  }
+}
+
+std::string DirectoryOf(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
+// Describes the free space of the file system holding `path`, for messages.
+std::string FreeSpaceText(const std::string& dir) {
+  struct statvfs vfs;
+  if (statvfs(dir.c_str(), &vfs) != 0) return "unknown";
+  return absl::StrCat(static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize,
+                      " bytes");
+}
+
+// Closes `fd`, keeping errno out of the caller's way.
+void CloseFd(int fd) {
+  const int saved = errno;
+  close(fd);
+  errno = saved;
+}
+
+}  // namespace
+
+absl::StatusOr<MappedFile> MappedFile::Create(const std::string& path,
+                                              uint64_t size, mode_t mode) {
+  if (size == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot create ", path, " with size 0"));
+  }
+  const int fd = open(path.c_str(),
+                      O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+  if (fd < 0) return ErrnoError(errno, "open", path);
+  // From here on every failure removes the file this call created.
+  auto fail = [&](absl::Status status) {
+    CloseFd(fd);
+    unlink(path.c_str());
+    return status;
+  };
+  if (fchmod(fd, mode) != 0) return fail(ErrnoError(errno, "fchmod", path));
+  if (ftruncate(fd, static_cast<off_t>(size)) != 0) {
+    const int error = errno;
+    if (error == EFBIG || error == EINVAL) {
+      return fail(absl::ResourceExhaustedError(absl::StrCat(
+          "cannot size ", path, " to ", size, " bytes: ", strerror(error))));
+    }
+    return fail(ErrnoError(error, "ftruncate", path));
+  }
+  if (const int error = posix_fallocate(fd, 0, static_cast<off_t>(size));
+      error != 0) {
+    if (error == ENOSPC || error == EFBIG || error == EDQUOT) {
+      const std::string dir = DirectoryOf(path);
+      return fail(absl::ResourceExhaustedError(absl::StrCat(
+          "not enough space in ", dir, " for ", size, " bytes (", path,
+          "; free: ", FreeSpaceText(dir),
+          "); use a larger shared-memory mount or a smaller region")));
+    }
+    return fail(ErrnoError(error, "posix_fallocate", path));
+  }
+  void* data = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (data == MAP_FAILED) return fail(ErrnoError(errno, "mmap", path));
+  close(fd);  // The mapping keeps the file referenced.
+  return MappedFile(path, static_cast<std::byte*>(data), size);
+}
+
+absl::StatusOr<MappedFile> MappedFile::Open(const std::string& path) {
+  const int fd = open(path.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return ErrnoError(errno, "open", path);
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    const int error = errno;
+    CloseFd(fd);
+    return ErrnoError(error, "fstat", path);
+  }
+  if (!S_ISREG(st.st_mode) || st.st_size <= 0) {
+    CloseFd(fd);
+    return absl::FailedPreconditionError(
+        absl::StrCat(path, " is not a non-empty regular file"));
+  }
+  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  void* data = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (data == MAP_FAILED) {
+    const int error = errno;
+    CloseFd(fd);
+    return ErrnoError(error, "mmap", path);
+  }
+  close(fd);
+  return MappedFile(path, static_cast<std::byte*>(data), size);
+}
+
+MappedFile::MappedFile(MappedFile&& other) noexcept
+    : path_(std::move(other.path_)),
+      data_(std::exchange(other.data_, nullptr)),
+      size_(std::exchange(other.size_, 0)) {}
+
+MappedFile& MappedFile::operator=(MappedFile&& other) noexcept {
+  if (this != &other) {
+    Unmap();
+    path_ = std::move(other.path_);
+    data_ = std::exchange(other.data_, nullptr);
+    size_ = std::exchange(other.size_, 0);
+  }
+  return *this;
+}
+
+MappedFile::~MappedFile() { Unmap(); }
+
+void MappedFile::Unmap() {
+  if (data_ != nullptr) munmap(data_, size_);
+  data_ = nullptr;
+  size_ = 0;
+}
+
+absl::Status MappedFile::Sync() const {
+  if (data_ == nullptr) return absl::OkStatus();
+  if (msync(data_, size_, MS_SYNC) != 0) {
+    return absl::InternalError(
+        absl::StrCat("msync ", path_, ": ", strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status UnlinkFile(const std::string& path) {
+  if (unlink(path.c_str()) != 0) return ErrnoError(errno, "unlink", path);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::string>> ListDirectory(const std::string& dir) {
+  DIR* d = opendir(dir.c_str());
+  if (d == nullptr) return ErrnoError(errno, "opendir", dir);
+  std::vector<std::string> names;
+  errno = 0;
+  while (const dirent* entry = readdir(d)) {
+    const std::string name = entry->d_name;
+    if (name != "." && name != "..") names.push_back(name);
+  }
+  const int error = errno;
+  closedir(d);
+  if (error != 0) return ErrnoError(error, "readdir", dir);
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+absl::Status CheckWritableDirectory(const std::string& dir) {
+  struct stat st;
+  if (stat(dir.c_str(), &st) != 0) return ErrnoError(errno, "stat", dir);
+  if (!S_ISDIR(st.st_mode)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(dir, " is not a directory"));
+  }
+  if (access(dir.c_str(), W_OK | X_OK) != 0) {
+    return ErrnoError(errno, "access", dir);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PathExists(const std::string& path) {
+  struct stat st;
+  if (lstat(path.c_str(), &st) != 0) return ErrnoError(errno, "lstat", path);
+  return absl::OkStatus();
+}
+
+}  // namespace shmalloc::server

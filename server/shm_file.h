@@ -1,0 +1,99 @@
+// The daemon's one operating-system seam for region files: create, open,
+// size, reserve, map, unmap, unlink and list. Every function returns an
+// absl::Status carrying the failing call, the path and the errno text; errno
+// never leaks past this file.
+//
+// Files are created with O_CREAT|O_EXCL|O_NOFOLLOW (never reusing or following
+// anything already there), set to exactly the requested mode (the umask does
+// not apply), sized with ftruncate and reserved with posix_fallocate, so a
+// shared-memory mount that is too small fails here with RESOURCE_EXHAUSTED
+// instead of raising SIGBUS in some process that touches the pages later.
+//
+// Thread-safety: the free functions are thread-safe. A MappedFile is not
+// thread-safe as an object (move, destroy), but the bytes it maps are shared
+// memory: synchronising access to them is the caller's business.
+#ifndef SERVER_SHM_FILE_H_
+#define SERVER_SHM_FILE_H_
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace shmalloc::server {
+
+// A regular file mapped MAP_SHARED read-write in its entirety. Move-only;
+// unmaps on destruction (the file itself stays).
+class MappedFile {
+ public:
+  // Creates `path` (which must not exist) with permission bits `mode`, sizes
+  // it to `size` bytes, reserves its backing store and maps it. Returns
+  // ALREADY_EXISTS when the path exists (even as a dangling symlink),
+  // RESOURCE_EXHAUSTED when the file system cannot hold `size` bytes (the
+  // message names the directory, the size asked for and the space free),
+  // INVALID_ARGUMENT for size 0, NOT_FOUND for a missing directory,
+  // PERMISSION_DENIED, or another code from the errno. On error nothing is
+  // left behind: a file this call created is removed again.
+  [[nodiscard]] static absl::StatusOr<MappedFile> Create(
+      const std::string& path, uint64_t size, mode_t mode);
+
+  // Opens and maps an existing regular file without following a symlink.
+  // Returns NOT_FOUND, FAILED_PRECONDITION (a symlink, not a regular file, or
+  // empty), PERMISSION_DENIED, or another code from the errno.
+  [[nodiscard]] static absl::StatusOr<MappedFile> Open(const std::string& path);
+
+  MappedFile() = default;
+  MappedFile(MappedFile&& other) noexcept;
+  MappedFile& operator=(MappedFile&& other) noexcept;
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+  ~MappedFile();
+
+  // Writes dirty pages back (msync MS_SYNC). Returns INTERNAL with the errno
+  // text on failure. A no-op for an empty MappedFile.
+  [[nodiscard]] absl::Status Sync() const;
+
+  // Unmaps now (idempotent); bytes() is empty afterwards.
+  void Unmap();
+
+  std::span<std::byte> bytes() const { return {data_, size_}; }
+  std::byte* data() const { return data_; }
+  uint64_t size() const { return size_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  MappedFile(std::string path, std::byte* data, uint64_t size)
+      : path_(std::move(path)), data_(data), size_(size) {}
+
+  std::string path_;
+  std::byte* data_ = nullptr;
+  uint64_t size_ = 0;
+};
+
+// Removes `path` (not following symlinks). Returns NOT_FOUND when it does not
+// exist, or another code from the errno.
+[[nodiscard]] absl::Status UnlinkFile(const std::string& path);
+
+// Returns the names (not paths) of the entries of directory `dir`, sorted,
+// without "." and "..". NOT_FOUND, FAILED_PRECONDITION (not a directory),
+// PERMISSION_DENIED.
+[[nodiscard]] absl::StatusOr<std::vector<std::string>> ListDirectory(
+    const std::string& dir);
+
+// Returns OK when `dir` is an existing directory this process can create
+// files in; NOT_FOUND, FAILED_PRECONDITION (not a directory) or
+// PERMISSION_DENIED otherwise.
+[[nodiscard]] absl::Status CheckWritableDirectory(const std::string& dir);
+
+// Returns OK when `path` exists (not following symlinks); NOT_FOUND when not.
+[[nodiscard]] absl::Status PathExists(const std::string& path);
+
+}  // namespace shmalloc::server
+
+#endif  // SERVER_SHM_FILE_H_
