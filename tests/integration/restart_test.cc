@@ -1,0 +1,166 @@
+// Restart: a clean stop (SIGTERM, exit 0) and a start on the same shm_dir.
+// Detached allocations and the bytes written into them survive, the stats
+// show them and they free normally afterwards; the allocations of sessions
+// that were open at the stop are gone (the stop ended those sessions).
+#include <google/protobuf/util/message_differencer.h>
+
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/integration/daemon_process.h"
+#include "tests/testing/status_matchers.h"
+
+namespace shmalloc::testing {
+namespace {
+
+using ::google::protobuf::util::MessageDifferencer;
+
+std::byte PatternByte(uint64_t offset, size_t i) {
+  return static_cast<std::byte>((offset * 7 + i * 13 + 1) & 0xff);
+}
+
+void WritePattern(MappedFile& map, const v1::Extent& e, size_t bytes) {
+  for (size_t i = 0; i < bytes; ++i) {
+    map.data()[e.offset() + i] = PatternByte(e.offset(), i);
+  }
+}
+
+bool HasPattern(const MappedFile& map, const v1::Extent& e, size_t bytes) {
+  for (size_t i = 0; i < bytes; ++i) {
+    if (map.data()[e.offset() + i] != PatternByte(e.offset(), i)) return false;
+  }
+  return true;
+}
+
+class RestartTest : public DaemonTest,
+                    public ::testing::WithParamInterface<v1::Strategy> {};
+
+TEST_P(RestartTest, DetachedAllocationsAndTheirBytesSurviveACleanRestart) {
+  constexpr uint64_t kSize = 64;
+  absl::StatusOr<v1::Region> region = CreateRegion(stub(), "r", GetParam());
+  ASSERT_THAT(region, IsOk());
+  absl::StatusOr<std::unique_ptr<Session>> session =
+      Session::Open(stub(), "before");
+  ASSERT_THAT(session, IsOk());
+  absl::StatusOr<v1::AllocateResponse> detached =
+      Allocate(stub(), (*session)->id(), "r", kSize, 5, /*detached=*/true);
+  ASSERT_THAT(detached, IsOk());
+  absl::StatusOr<v1::AllocateResponse> owned =
+      Allocate(stub(), (*session)->id(), "r", kSize, 7);
+  ASSERT_THAT(owned, IsOk());
+  uint64_t detached_bytes = 0;
+  {
+    absl::StatusOr<std::unique_ptr<MappedFile>> map =
+        MappedFile::Map(daemon_->RegionFile("r"));
+    ASSERT_THAT(map, IsOk());
+    for (const v1::Extent& e : detached->extents()) {
+      WritePattern(**map, e, kSize);
+      detached_bytes += e.size_bytes();
+    }
+  }
+  absl::StatusOr<v1::RegionStats> before = GetRegionStats(stub(), "r");
+  ASSERT_THAT(before, IsOk());
+  EXPECT_EQ(before->live_allocations(), 12u);
+
+  // Stop with the session still open: the daemon must end it and exit 0.
+  SHMALLOC_ASSERT_OK(daemon_->Restart());
+  session->reset();
+
+  absl::StatusOr<v1::Region> again = GetRegion(stub(), "r");
+  ASSERT_THAT(again, IsOk());
+  EXPECT_TRUE(MessageDifferencer::Equals(*again, *region))
+      << again->DebugString() << " vs " << region->DebugString();
+  absl::StatusOr<v1::Stats> stats = GetStats(stub());
+  ASSERT_THAT(stats, IsOk());
+  EXPECT_EQ(stats->sessions(), 0u);
+  ASSERT_EQ(stats->regions_size(), 1);
+  const v1::RegionStats& r = stats->regions(0);
+  EXPECT_EQ(r.live_allocations(), 5u);
+  EXPECT_EQ(r.detached_allocations(), 5u);
+  EXPECT_EQ(r.detached_bytes(), detached_bytes);
+  EXPECT_EQ(r.used_bytes(), detached_bytes);
+  EXPECT_EQ(r.requested_bytes(), 5 * kSize);
+  EXPECT_EQ(r.capacity_bytes(), before->capacity_bytes());
+  EXPECT_EQ(r.sessions_size(), 0);
+
+  absl::StatusOr<std::unique_ptr<MappedFile>> map =
+      MappedFile::Map(daemon_->RegionFile("r"));
+  ASSERT_THAT(map, IsOk());
+  for (const v1::Extent& e : detached->extents()) {
+    EXPECT_TRUE(HasPattern(**map, e, kSize)) << "at offset " << e.offset();
+  }
+
+  absl::StatusOr<std::unique_ptr<Session>> after =
+      Session::Open(stub(), "after");
+  ASSERT_THAT(after, IsOk());
+  // The owned allocations ended with their session at the stop.
+  EXPECT_THAT(Free(stub(), (*after)->id(), "r", {owned->extents(0).offset()}),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+  absl::StatusOr<v1::FreeResponse> freed =
+      Free(stub(), (*after)->id(), "r", Offsets(*detached));
+  ASSERT_THAT(freed, IsOk());
+  EXPECT_EQ(freed->freed_bytes(), detached_bytes);
+  absl::StatusOr<v1::RegionStats> empty = GetRegionStats(stub(), "r");
+  ASSERT_THAT(empty, IsOk());
+  EXPECT_EQ(empty->used_bytes(), 0u);
+  EXPECT_EQ(empty->live_allocations(), 0u);
+  // And the region allocates as before.
+  EXPECT_THAT(Allocate(stub(), (*after)->id(), "r", kSize, 100), IsOk());
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Strategies, RestartTest,
+    ::testing::Values(v1::STRATEGY_POOL, v1::STRATEGY_BUDDY, v1::STRATEGY_SLAB,
+                      v1::STRATEGY_FREE_LIST),
+    [](const ::testing::TestParamInfo<v1::Strategy>& info) {
+      return v1::Strategy_Name(info.param);
+    });
+
+class ArenaRestartTest : public DaemonTest {};
+
+TEST_F(ArenaRestartTest, ArenaCursorAndBytesSurviveACleanRestart) {
+  absl::StatusOr<v1::Region> region =
+      CreateRegion(stub(), "arena", v1::STRATEGY_ARENA);
+  ASSERT_THAT(region, IsOk());
+  absl::StatusOr<std::unique_ptr<Session>> session = Session::Open(stub());
+  ASSERT_THAT(session, IsOk());
+  absl::StatusOr<v1::AllocateResponse> a =
+      Allocate(stub(), (*session)->id(), "arena", 256, 4);
+  ASSERT_THAT(a, IsOk());
+  {
+    absl::StatusOr<std::unique_ptr<MappedFile>> map =
+        MappedFile::Map(daemon_->RegionFile("arena"));
+    ASSERT_THAT(map, IsOk());
+    for (const v1::Extent& e : a->extents()) WritePattern(**map, e, 256);
+  }
+  absl::StatusOr<v1::RegionStats> before = GetRegionStats(stub(), "arena");
+  ASSERT_THAT(before, IsOk());
+  session->reset();
+
+  SHMALLOC_ASSERT_OK(daemon_->Restart());
+  absl::StatusOr<v1::RegionStats> after = GetRegionStats(stub(), "arena");
+  ASSERT_THAT(after, IsOk());
+  EXPECT_EQ(after->used_bytes(), before->used_bytes());
+  absl::StatusOr<std::unique_ptr<MappedFile>> map =
+      MappedFile::Map(daemon_->RegionFile("arena"));
+  ASSERT_THAT(map, IsOk());
+  for (const v1::Extent& e : a->extents()) {
+    EXPECT_TRUE(HasPattern(**map, e, 256)) << "at offset " << e.offset();
+  }
+  // New allocations continue after the old ones.
+  session = Session::Open(stub());
+  ASSERT_THAT(session, IsOk());
+  absl::StatusOr<v1::AllocateResponse> next =
+      Allocate(stub(), (*session)->id(), "arena", 256);
+  ASSERT_THAT(next, IsOk());
+  EXPECT_GE(next->extents(0).offset(),
+            a->extents(3).offset() + a->extents(3).size_bytes());
+}
+
+}  // namespace
+}  // namespace shmalloc::testing
