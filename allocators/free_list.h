@@ -67,6 +67,8 @@ inline constexpr uint64_t kMaxExtentsLimit = (uint64_t{1} << 31) - 1;
 // Free extents examined in a bin that may hold blocks too small (the request's
 // own bin) before moving on to a bin whose blocks all fit: good fit, bounded.
 inline constexpr uint32_t kScanLimit = 16;
+// The smallest active hash table: 2^10 slots = 4 KiB (or the whole array).
+inline constexpr uint32_t kMinHashBits = 10;
 
 enum NodeState : uint32_t {
   kUnused = 0,  // on the unused-node list, describes nothing
