@@ -57,14 +57,14 @@ struct ConnectOptions {
   // The daemon: a socket path ("/run/x.sock"), a gRPC target ("unix:/x.sock",
   // "127.0.0.1:7070"), or "" for $SHMALLOC_SOCKET, else the default path
   // (see kDefaultSocketPath).
-  std::string target;
+  std::string target{};
   // Free text shown in the daemon's stats and logs; "" = "<program>[pid]".
-  std::string client_name;
+  std::string client_name{};
   // This process's view of the daemon's shm directory, used to find region
   // data files. "" = $SHMALLOC_SHM_DIR, else the directory the daemon
   // reports in the first SessionEvent. Set it when the daemon runs in a
   // container that mounts the directory elsewhere.
-  std::string shm_dir;
+  std::string shm_dir{};
   // How long Connect waits for the channel and the session's first event.
   absl::Duration connect_timeout = absl::Seconds(5);
   // The deadline of every unary RPC.

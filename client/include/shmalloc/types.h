@@ -41,11 +41,11 @@ struct Extent {
 
 // What CreateRegion needs. Mirrors shmalloc.v1.CreateRegionRequest.
 struct CreateRegionOptions {
-  std::string name;                            // [a-z0-9][a-z0-9_.-]{0,62}
+  std::string name{};                          // [a-z0-9][a-z0-9_.-]{0,62}
   Strategy strategy = Strategy::kUnspecified;  // required
   uint64_t size_bytes = 0;                     // heap size in bytes, > 0
   uint64_t block_size = 0;               // POOL block size; BUDDY min block
-  std::vector<uint64_t> size_classes;    // SLAB classes; empty = defaults
+  std::vector<uint64_t> size_classes{};  // SLAB classes; empty = defaults
   uint64_t quota_bytes_per_session = 0;  // 0 = no quota
 };
 
