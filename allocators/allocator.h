@@ -106,7 +106,8 @@ struct AllocatorOptions {
   // (16, 32, 64, ..., 16 KiB). Larger sizes are INVALID_ARGUMENT.
   std::vector<uint64_t> size_classes;
   // FREE_LIST: how many extents (live + free) the metadata can describe;
-  // 0 = (end - begin) / 256, at least 1024.
+  // 0 = (end - begin) / 1024, at least 1024 (about 5 % of the heap in
+  // metadata; regions of many tiny objects should set it higher).
   uint64_t max_extents = 0;
 };
 

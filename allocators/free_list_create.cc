@@ -66,7 +66,7 @@ absl::StatusOr<Geometry> GeometryFor(const AllocatorOptions& options) {
   uint64_t max_extents = options.max_extents;
   if (max_extents == 0) {
     max_extents =
-        std::min(std::max<uint64_t>(capacity / 256, 1024), kMaxExtentsLimit);
+        std::min(std::max<uint64_t>(capacity / 1024, 1024), kMaxExtentsLimit);
   } else if (max_extents > kMaxExtentsLimit) {
     return absl::InvalidArgumentError(absl::StrCat(
         "max_extents ", max_extents, " exceeds the limit ", kMaxExtentsLimit));
