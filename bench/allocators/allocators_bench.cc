@@ -97,6 +97,7 @@ void RegisterAll() {
   RegisterBatch<BoostSubject>("boost_interprocess");
 
   // (c) random sizes, ~10,000 live, free random + allocate.
+  RegisterMixed<ReuseFloor>("reuse_floor");
   RegisterMixed<FreeListSubject>("free_list");
   RegisterMixed<BuddySubject>("buddy");
   RegisterMixed<GlibcSubject>("glibc");
@@ -104,6 +105,7 @@ void RegisterAll() {
   RegisterMixed<MimallocSubject>("mimalloc");
   RegisterMixed<BoostSubject>("boost_interprocess");
   // Slab's classes stop at 16 KiB: the same workload capped there.
+  RegisterMixed16K<ReuseFloor>("reuse_floor");
   RegisterMixed16K<SlabSubject>("slab");
   RegisterMixed16K<FreeListSubject>("free_list");
   RegisterMixed16K<BuddySubject>("buddy");

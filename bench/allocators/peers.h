@@ -26,6 +26,7 @@
 #include <new>
 #include <span>
 #include <string>
+#include <utility>
 
 #include "bench/allocators/heap.h"
 #include "bench/allocators/workloads.h"
@@ -165,6 +166,36 @@ class FetchAddFloor {
  private:
   std::atomic<uint64_t>* cursor_;
   std::byte* heap_;
+};
+
+// The mixed workload's floor; not an allocator. Allocate hands back the
+// address the last Free released (LIFO, whatever its size; a bump pointer
+// when nothing was freed), so it writes exactly where an allocator that
+// reuses the victim's space in place would: what remains is the loop, the
+// table and the byte written into a random one of ~10,000 objects spread
+// over ~80 MiB (a cache and TLB miss). Footprint figures are meaningless.
+class ReuseFloor {
+ public:
+  using Handle = uint64_t;
+  static constexpr uint64_t kBegin = 4096;
+  explicit ReuseFloor(const Geometry& g)
+      : heap_(CachedBuffer("heap", kBegin + g.heap_bytes).data()),
+        end_(kBegin + g.heap_bytes) {}
+  Handle Allocate(uint64_t size) {
+    if (last_freed_ != 0) return std::exchange(last_freed_, 0);
+    if (end_ - cursor_ < size) return 0;
+    return std::exchange(cursor_, cursor_ + AlignUp16(size));
+  }
+  std::byte* Data(Handle h) { return heap_ + h; }
+  void Free(Handle h, uint64_t) { last_freed_ = h; }
+  Footprint Measure(std::span<const Handle>) { return {}; }
+
+ private:
+  static uint64_t AlignUp16(uint64_t x) { return (x + 15) & ~uint64_t{15}; }
+  std::byte* heap_;
+  uint64_t end_;
+  uint64_t cursor_ = kBegin;
+  uint64_t last_freed_ = 0;
 };
 
 }  // namespace shmalloc::bench
