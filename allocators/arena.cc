@@ -95,8 +95,8 @@ absl::StatusOr<std::unique_ptr<Arena>> Arena::Attach(
 
 absl::StatusOr<Extent> Arena::Allocate(uint64_t size, uint64_t alignment) {
   // Fast path: 0 < size <= capacity and alignment a power of two <= 4096.
-  // Anything else (including alignment 0 = default) goes through the slow
-  // path, which validates, names the problem and re-enters here.
+  // Anything else goes through the slow path, which names the problem.
+  if (alignment == 0) alignment = kDefaultAlignment;
   if (size - 1 >= end_ - begin_ || alignment - 1 >= kMaxAlignment ||
       (alignment & (alignment - 1)) != 0) {
     return AllocateSlow(size, alignment);

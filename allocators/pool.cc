@@ -76,6 +76,7 @@ Pool::Pool(PoolMeta* meta, uint64_t block_size)
       block_size_(block_size),
       block_count_(meta->block_count) {
   natural_alignment_ = std::min(block_size & (0 - block_size), kMaxAlignment);
+  default_alignment_ = std::min(kDefaultAlignment, natural_alignment_);
   shift_ = static_cast<uint64_t>(std::countr_zero(block_size));
   low_mask_ = (uint64_t{1} << shift_) - 1;
   const uint64_t odd = block_size >> shift_;
@@ -154,8 +155,9 @@ absl::StatusOr<std::unique_ptr<Pool>> Pool::Attach(std::span<std::byte> meta) {
 
 absl::StatusOr<Extent> Pool::Allocate(uint64_t size, uint64_t alignment) {
   // Fast path: 0 < size <= block_size, alignment a power of two <= the
-  // natural alignment. Anything else (alignment 0 included) is validated and
-  // normalised by AllocateSlow, which re-enters here.
+  // natural alignment. Anything else is validated by AllocateSlow, which
+  // names the problem.
+  if (alignment == 0) alignment = default_alignment_;
   if (size - 1 >= block_size_ || alignment - 1 >= natural_alignment_ ||
       (alignment & (alignment - 1)) != 0) {
     return AllocateSlow(size, alignment);
@@ -218,8 +220,6 @@ uint64_t Pool::Carve(uint64_t size) {
 }
 
 absl::StatusOr<Extent> Pool::AllocateSlow(uint64_t size, uint64_t alignment) {
-  if (alignment == 0)
-    alignment = std::min(kDefaultAlignment, natural_alignment_);
   SHMALLOC_RETURN_IF_ERROR(ValidateAllocateArgs(size, alignment));
   if (size > block_size_) {
     return absl::InvalidArgumentError(absl::StrCat(

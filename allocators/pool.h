@@ -199,6 +199,7 @@ class Pool final : public OffsetAllocator {
   uint64_t block_size_;           // header.param
   uint64_t block_count_;          // meta_->block_count
   uint64_t natural_alignment_;    // lowest set bit of block_size, <= 4096
+  uint64_t default_alignment_;    // min(kDefaultAlignment, natural)
   // offset -> index without a division: block_size = odd << shift;
   // x = offset - begin is a block start iff (x & low_mask) == 0 and
   // index = (x >> shift) * odd_inverse (mod 2^64) < block_count.
