@@ -19,6 +19,7 @@
 #include <functional>
 #include <limits>
 #include <memory>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -55,6 +56,8 @@ struct BadRequest {
   // failed_allocations; everything else must stay identical.
   std::string failed_allocation_in = "";
 };
+
+void PrintTo(const BadRequest& row, std::ostream* os) { *os << row.name; }
 
 absl::Status CreateFreeList(Env& env, const std::string& name) {
   return CreateRegion(*env.stub, name, v1::STRATEGY_FREE_LIST, 64 << 10)

@@ -4,6 +4,7 @@
 // that were open at the stop are gone (the stop ended those sessions).
 #include <google/protobuf/util/message_differencer.h>
 
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -160,6 +161,46 @@ TEST_F(ArenaRestartTest, ArenaCursorAndBytesSurviveACleanRestart) {
   ASSERT_THAT(next, IsOk());
   EXPECT_GE(next->extents(0).offset(),
             a->extents(3).offset() + a->extents(3).size_bytes());
+}
+
+class StopTest : public DaemonTest {};
+
+TEST_F(StopTest, SigtermEndsOpenSessionsAndStreamsAndExitsPromptly) {
+  ASSERT_THAT(CreateRegion(stub(), "r", v1::STRATEGY_FREE_LIST), IsOk());
+  std::vector<std::unique_ptr<Session>> sessions;
+  for (int i = 0; i < 3; ++i) {
+    absl::StatusOr<std::unique_ptr<Session>> s =
+        Session::Open(stub(), absl::StrCat("open-at-stop-", i));
+    ASSERT_THAT(s, IsOk());
+    ASSERT_THAT(Allocate(stub(), (*s)->id(), "r", 128, 4), IsOk());
+    sessions.push_back(*std::move(s));
+  }
+  grpc::ClientContext watch_context;
+  v1::WatchStatsRequest watch_request;
+  watch_request.set_interval_ms(20);
+  std::unique_ptr<grpc::ClientReader<v1::Stats>> watch =
+      stub().WatchStats(&watch_context, watch_request);
+  v1::Stats update;
+  ASSERT_TRUE(watch->Read(&update));
+
+  // The daemon's own drain deadline is seconds long; ending its streams is
+  // its job, so nothing should have to wait for that deadline.
+  const absl::Time start = absl::Now();
+  SHMALLOC_ASSERT_OK(daemon_->Stop());
+  const absl::Duration took = absl::Now() - start;
+  std::printf("stop with 3 sessions and a watch took %s\n",
+              absl::FormatDuration(took).c_str());
+  EXPECT_LT(took, absl::Seconds(2));
+  while (watch->Read(&update)) {
+  }
+  (void)watch->Finish();
+  sessions.clear();
+
+  SHMALLOC_ASSERT_OK(daemon_->Start());
+  absl::StatusOr<v1::RegionStats> stats = GetRegionStats(stub(), "r");
+  ASSERT_THAT(stats, IsOk());
+  EXPECT_EQ(stats->live_allocations(), 0u);
+  EXPECT_EQ(stats->used_bytes(), 0u);
 }
 
 }  // namespace

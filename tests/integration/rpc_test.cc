@@ -97,7 +97,9 @@ TEST_P(RegionLifecycleTest, CreateGetListDeleteRoundTrip) {
   EXPECT_EQ(created->heap_begin(), kHeapBegin);
   EXPECT_EQ(created->heap_end(), created->size_bytes());
   EXPECT_GE(created->heap_end() - created->heap_begin(), kHeapBytes);
-  if (GetParam() == v1::STRATEGY_POOL) EXPECT_EQ(created->block_size(), 64u);
+  if (GetParam() == v1::STRATEGY_POOL) {
+    EXPECT_EQ(created->block_size(), 64u);
+  }
 
   // The data file: its size and its segment header.
   struct stat st;
@@ -341,6 +343,27 @@ TEST_F(RpcTest, AlignmentUpToAPageIsHonoured) {
   }
 }
 
+TEST_F(RpcTest, ZeroAlignmentAndZeroCountMeanTheDefaults) {
+  // The proto: alignment 0 = 16, count 0 = one extent. (The list of
+  // bad inputs names "alignment 0" and "count 0"; the contract makes them
+  // valid defaults, and this test pins that.)
+  ASSERT_THAT(CreateRegion(stub(), "d", v1::STRATEGY_FREE_LIST), IsOk());
+  std::unique_ptr<Session> session = OpenSessionOrDie();
+  ASSERT_NE(session, nullptr);
+  v1::AllocateRequest request;
+  request.set_session_id(session->id());
+  request.set_region("d");
+  request.set_size_bytes(24);
+  request.set_alignment(0);
+  request.set_count(0);
+  for (int i = 0; i < 4; ++i) {
+    absl::StatusOr<v1::AllocateResponse> a = Allocate(stub(), request);
+    ASSERT_THAT(a, IsOk());
+    ASSERT_EQ(a->extents_size(), 1);
+    EXPECT_EQ(a->extents(0).offset() % kDefaultAlignment, 0u);
+  }
+}
+
 TEST_F(RpcTest, ArenaAllocatesByRpcAndResetsWithoutForce) {
   absl::StatusOr<v1::Region> region =
       CreateRegion(stub(), "arena", v1::STRATEGY_ARENA);
@@ -354,7 +377,9 @@ TEST_F(RpcTest, ArenaAllocatesByRpcAndResetsWithoutForce) {
   ExpectDisjointInHeap(*a, *region);
   for (int i = 0; i < a->extents_size(); ++i) {
     EXPECT_EQ(a->extents(i).offset() % kDefaultAlignment, 0u);
-    if (i > 0) EXPECT_GT(a->extents(i).offset(), a->extents(i - 1).offset());
+    if (i > 0) {
+      EXPECT_GT(a->extents(i).offset(), a->extents(i - 1).offset());
+    }
   }
   absl::StatusOr<v1::RegionStats> stats = GetRegionStats(stub(), "arena");
   ASSERT_THAT(stats, IsOk());
