@@ -79,7 +79,7 @@ TEST_F(FreeListTest, FreshAllocatorIsOneFreeExtentOfFullCapacity) {
   EXPECT_EQ(stats.free_bytes, 1u << 20);
   EXPECT_EQ(stats.largest_free_bytes, 1u << 20);
   EXPECT_EQ(stats.fragmentation, 0.0);
-  EXPECT_EQ(list_->max_extents(), 4096u);  // (1 MiB / 256)
+  EXPECT_EQ(list_->max_extents(), 1024u);  // max(1 MiB / 1024, 1024)
   EXPECT_EQ(list_->strategy(), Strategy::kFreeList);
 }
 
