@@ -46,6 +46,7 @@ struct Env {
   uint64_t live = 0;       // live in fl
   uint64_t freed = 0;      // freed in fl
   uint64_t pool_live = 0;  // live in pool
+  uint64_t ended_sid = 0;  // a session that was opened and closed
 };
 
 struct BadRequest {
@@ -191,6 +192,8 @@ std::vector<BadRequest> Table() {
       // GetRegion, DeleteRegion, ResetRegion.
       {"GetUnknownRegion", Code::kNotFound,
        [](Env& e) { return GetRegion(*e.stub, "nope").status(); }},
+      {"GetRegionBadName", Code::kInvalidArgument,
+       [](Env& e) { return GetRegion(*e.stub, "../fl").status(); }},
       {"DeleteUnknownRegion", Code::kNotFound,
        [](Env& e) { return DeleteRegion(*e.stub, "nope"); }},
       {"DeleteParentPath", Code::kInvalidArgument,
@@ -271,6 +274,15 @@ std::vector<BadRequest> Table() {
        [](Env& e) {
          return AllocateWith(e, [](auto& r) { r.set_session_id(0); });
        }},
+      {"AllocateWithEndedSession", Code::kNotFound,
+       [](Env& e) {
+         return AllocateWith(e,
+                             [&e](auto& r) { r.set_session_id(e.ended_sid); });
+       }},
+      {"AllocateBadRegionName", Code::kInvalidArgument,
+       [](Env& e) {
+         return AllocateWith(e, [](auto& r) { r.set_region("../fl"); });
+       }},
       {"AllocateRegionFull", Code::kResourceExhausted,
        [](Env& e) {
          return AllocateWith(e, [](auto& r) {
@@ -287,6 +299,23 @@ std::vector<BadRequest> Table() {
          });
        },
        "pool"},
+      {"AllocateBuddyBatchFailsPartwayAllOrNothing", Code::kResourceExhausted,
+       [](Env& e) {
+         return AllocateWith(e, [](auto& r) {
+           r.set_region("buddy");
+           r.set_size_bytes(33);  // 20000 x 33 B fit the free bytes, but
+           r.set_count(20000);    // each takes a 64 B block: 1.28 MB > 1 MiB
+         });
+       },
+       "buddy"},
+      {"AllocateArenaBatchDoesNotFit", Code::kResourceExhausted,
+       [](Env& e) {
+         return AllocateWith(e, [](auto& r) {
+           r.set_region("arena");
+           r.set_count(20000);  // 20000 x 64 B > 1 MiB
+         });
+       },
+       "arena"},
       {"AllocateQuotaExceeded", Code::kResourceExhausted,
        [](Env& e) {
          return AllocateWith(e, [](auto& r) {
@@ -332,6 +361,18 @@ std::vector<BadRequest> Table() {
       {"FreeUnknownSession", Code::kNotFound,
        [](Env& e) {
          return Free(*e.stub, e.sid + 1000, "fl", {e.live}).status();
+       }},
+      {"FreeWithEndedSession", Code::kNotFound,
+       [](Env& e) {
+         return Free(*e.stub, e.ended_sid, "fl", {e.live}).status();
+       }},
+      {"FreeOverMaxBatchOffsets", Code::kInvalidArgument,
+       [](Env& e) {
+         std::vector<uint64_t> offsets(65537);
+         for (size_t i = 0; i < offsets.size(); ++i) {
+           offsets[i] = e.fl.heap_begin() + 16 * i;
+         }
+         return FreeIn(e, "fl", offsets);
        }},
       // Stats and sessions.
       {"GetStatsUnknownRegion", Code::kNotFound,
@@ -430,6 +471,16 @@ void BadInputTest::SetUpTestSuite() {
   ASSERT_THAT(Allocate(*e.stub, e.sid, "tiny", 60 << 10, 1, /*detached=*/true),
               IsOk());
   ASSERT_THAT(Allocate(*e.stub, e.sid, "quota", 3072), IsOk());
+  {
+    auto ended = Session::Open(*e.stub, "ended");
+    ASSERT_THAT(ended, IsOk());
+    e.ended_sid = (*ended)->id();
+    (*ended)->Close();
+    PollResult closed = PollStats(
+        *e.stub, [](const v1::Stats& s) { return s.sessions() == 1; },
+        absl::Seconds(1));
+    ASSERT_TRUE(closed.done) << closed.stats.DebugString();
+  }
 }
 
 void BadInputTest::TearDownTestSuite() {
