@@ -30,6 +30,12 @@ using ::testing::StartsWith;
 
 constexpr char kPython[] = "/usr/bin/python3";
 
+ProcessOptions StdinOptions(const std::string& input) {
+  ProcessOptions options;
+  options.stdin_data = input;
+  return options;
+}
+
 class CliTest : public DaemonTest {
  protected:
   // Runs `shmalloc ARGS...` with SHMALLOC_SOCKET pointing at the daemon.
@@ -61,7 +67,7 @@ class CliTest : public DaemonTest {
         RunProcess({kPython, "-c",
                     "import json, sys\nd = json.load(sys.stdin)\nprint(" +
                         expression + ")"},
-                   {.stdin_data = document});
+                   StdinOptions(document));
     EXPECT_THAT(r, IsOk());
     if (!r.ok()) return "";
     EXPECT_EQ(r->exit_code, 0) << "not valid JSON:\n"
@@ -103,8 +109,10 @@ TEST_F(CliTest, HealthIsServing) {
 }
 
 TEST_F(CliTest, SocketFlagOverridesEnvironment) {
-  ProcessResult r = Cli({"--socket=" + daemon_->socket_path(), "health"},
-                        {.env = {{"SHMALLOC_SOCKET", "/nonexistent/x.sock"}}});
+  ProcessOptions options;
+  options.env["SHMALLOC_SOCKET"] = "/nonexistent/x.sock";
+  ProcessResult r =
+      Cli({"--socket=" + daemon_->socket_path(), "health"}, options);
   EXPECT_EQ(r.exit_code, 0) << r.err;
 }
 

@@ -15,3 +15,15 @@ shmalloc_cc_test(NAME cli_test SRCS ${_dir}/cli_test.cc
 add_dependencies(cli_test shmallocd shmalloc)
 target_compile_definitions(cli_test PRIVATE
   SHMALLOC_CLI_PATH="$<TARGET_FILE:shmalloc>")
+
+# c_api_test is C, linked only against libshmalloc_c; the gtest wrapper
+# starts the daemon and runs it.
+add_executable(c_api_test ${_dir}/c_api_test.c)
+target_link_libraries(c_api_test PRIVATE shmalloc::c)
+set_target_properties(c_api_test PROPERTIES C_STANDARD 11 C_STANDARD_REQUIRED ON)
+shmalloc_cc_test(NAME c_api_wrapper_test SRCS ${_dir}/c_api_wrapper_test.cc
+  DEPS shmalloc_daemon_process shmalloc_subprocess GTest::gtest_main
+  LABELS integration TIMEOUT 180)
+add_dependencies(c_api_wrapper_test shmallocd c_api_test)
+target_compile_definitions(c_api_wrapper_test PRIVATE
+  C_API_TEST_PATH="$<TARGET_FILE:c_api_test>")

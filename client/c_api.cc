@@ -1,0 +1,321 @@
+// The C API (shmalloc/shmalloc.h) over the C++ client library. Every entry
+// point converts absl::Status to a shmalloc_status_t (same numbers) and
+// records the message in a thread-local string; no C++ exception crosses the
+// boundary.
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "shmalloc/arena.h"
+#include "shmalloc/client.h"
+#include "shmalloc/region.h"
+#include "shmalloc/shmalloc.h"
+
+struct shmalloc_client {
+  std::unique_ptr<shmalloc::client::Client> client;
+};
+struct shmalloc_region {
+  std::shared_ptr<shmalloc::client::Region> region;
+};
+struct shmalloc_arena {
+  std::unique_ptr<shmalloc::client::Arena> arena;
+};
+
+namespace {
+
+namespace sc = ::shmalloc::client;
+
+thread_local std::string tls_last_error;
+
+static_assert(SHMALLOC_UNAUTHENTICATED ==
+              static_cast<int>(absl::StatusCode::kUnauthenticated));
+static_assert(SHMALLOC_NOT_FOUND ==
+              static_cast<int>(absl::StatusCode::kNotFound));
+static_assert(SHMALLOC_STRATEGY_FREE_LIST ==
+              static_cast<int>(sc::Strategy::kFreeList));
+
+shmalloc_status_t Fail(const absl::Status& status) {
+  if (status.ok()) return SHMALLOC_OK;
+  tls_last_error = absl::StrCat(absl::StatusCodeToString(status.code()), ": ",
+                                status.message());
+  return static_cast<shmalloc_status_t>(status.code());
+}
+
+shmalloc_status_t NullArgument(const char* what) {
+  return Fail(absl::InvalidArgumentError(absl::StrCat(what, " is NULL")));
+}
+
+// Runs `body`, turning any C++ exception into INTERNAL.
+template <typename Body>
+shmalloc_status_t Guarded(Body body) noexcept {
+  try {
+    return body();
+  } catch (const std::exception& e) {
+    return Fail(absl::InternalError(absl::StrCat("C++ exception: ", e.what())));
+  } catch (...) {
+    return Fail(absl::InternalError("unknown C++ exception"));
+  }
+}
+
+absl::Duration Millis(uint32_t ms) {
+  return ms == 0 ? absl::Seconds(5) : absl::Milliseconds(ms);
+}
+
+}  // namespace
+
+extern "C" {
+
+const char* shmalloc_last_error(void) { return tls_last_error.c_str(); }
+
+const char* shmalloc_status_name(shmalloc_status_t status) {
+  static const char* const kNames[] = {"OK",
+                                       "CANCELLED",
+                                       "UNKNOWN",
+                                       "INVALID_ARGUMENT",
+                                       "DEADLINE_EXCEEDED",
+                                       "NOT_FOUND",
+                                       "ALREADY_EXISTS",
+                                       "PERMISSION_DENIED",
+                                       "RESOURCE_EXHAUSTED",
+                                       "FAILED_PRECONDITION",
+                                       "ABORTED",
+                                       "OUT_OF_RANGE",
+                                       "UNIMPLEMENTED",
+                                       "INTERNAL",
+                                       "UNAVAILABLE",
+                                       "DATA_LOSS",
+                                       "UNAUTHENTICATED"};
+  const int i = static_cast<int>(status);
+  return i >= 0 && i < 17 ? kNames[i] : "UNKNOWN_STATUS";
+}
+
+shmalloc_status_t shmalloc_connect(const char* target,
+                                   shmalloc_client_t** client) {
+  shmalloc_connect_options_t options = {};
+  options.target = target;
+  return shmalloc_connect_with_options(&options, client);
+}
+
+shmalloc_status_t shmalloc_connect_with_options(
+    const shmalloc_connect_options_t* options, shmalloc_client_t** client) {
+  if (client == nullptr) return NullArgument("client");
+  return Guarded([&] {
+    sc::ConnectOptions o;
+    if (options != nullptr) {
+      if (options->target != nullptr) o.target = options->target;
+      if (options->client_name != nullptr) o.client_name = options->client_name;
+      if (options->shm_dir != nullptr) o.shm_dir = options->shm_dir;
+      o.connect_timeout = Millis(options->connect_timeout_ms);
+      o.rpc_timeout = Millis(options->rpc_timeout_ms);
+    }
+    auto c = sc::Client::Connect(o);
+    if (!c.ok()) return Fail(c.status());
+    *client = new shmalloc_client{*std::move(c)};
+    return SHMALLOC_OK;
+  });
+}
+
+void shmalloc_client_close(shmalloc_client_t* client) { delete client; }
+
+uint64_t shmalloc_client_session_id(const shmalloc_client_t* client) {
+  return client == nullptr ? 0 : client->client->session_id();
+}
+
+shmalloc_status_t shmalloc_region_create(
+    shmalloc_client_t* client, const shmalloc_region_config_t* config) {
+  if (client == nullptr) return NullArgument("client");
+  if (config == nullptr || config->name == nullptr) {
+    return NullArgument("config or config->name");
+  }
+  if (config->size_class_count > 0 && config->size_classes == nullptr) {
+    return NullArgument("config->size_classes");
+  }
+  return Guarded([&] {
+    sc::CreateRegionOptions o;
+    o.name = config->name;
+    o.strategy = static_cast<sc::Strategy>(config->strategy);
+    o.size_bytes = config->size_bytes;
+    o.block_size = config->block_size;
+    o.size_classes.assign(config->size_classes,
+                          config->size_classes + config->size_class_count);
+    o.quota_bytes_per_session = config->quota_bytes_per_session;
+    return Fail(client->client->CreateRegion(o).status());
+  });
+}
+
+shmalloc_status_t shmalloc_region_delete(shmalloc_client_t* client,
+                                         const char* name, int force) {
+  if (client == nullptr || name == nullptr) return NullArgument("client/name");
+  return Guarded(
+      [&] { return Fail(client->client->DeleteRegion(name, force != 0)); });
+}
+
+shmalloc_status_t shmalloc_region_open(shmalloc_client_t* client,
+                                       const char* name,
+                                       shmalloc_region_t** region) {
+  if (client == nullptr || name == nullptr || region == nullptr) {
+    return NullArgument("client/name/region");
+  }
+  return Guarded([&] {
+    auto r = client->client->OpenRegion(name);
+    if (!r.ok()) return Fail(r.status());
+    *region = new shmalloc_region{*std::move(r)};
+    return SHMALLOC_OK;
+  });
+}
+
+void shmalloc_region_close(shmalloc_region_t* region) { delete region; }
+
+shmalloc_status_t shmalloc_region_info(const shmalloc_region_t* region,
+                                       shmalloc_region_info_t* info) {
+  if (region == nullptr || info == nullptr) return NullArgument("region/info");
+  const sc::Region& r = *region->region;
+  shmalloc_region_info_t out = {};
+  std::strncpy(out.name, r.name().c_str(), sizeof(out.name) - 1);
+  out.strategy = static_cast<shmalloc_strategy_t>(r.strategy());
+  out.size_bytes = r.size_bytes();
+  out.block_size = r.info().block_size;
+  out.generation = r.generation();
+  out.heap_begin = r.heap_begin();
+  out.heap_end = r.heap_end();
+  *info = out;
+  return SHMALLOC_OK;
+}
+
+shmalloc_status_t shmalloc_region_reset(shmalloc_region_t* region, int force) {
+  if (region == nullptr) return NullArgument("region");
+  return Guarded(
+      [&] { return Fail(region->region->Reset(force != 0).status()); });
+}
+
+shmalloc_status_t shmalloc_allocate(shmalloc_region_t* region, uint64_t size,
+                                    uint64_t alignment, int detached,
+                                    uint64_t* offset) {
+  if (offset == nullptr) return NullArgument("offset");
+  return shmalloc_allocate_batch(region, size, 1, alignment, detached, offset);
+}
+
+shmalloc_status_t shmalloc_allocate_batch(shmalloc_region_t* region,
+                                          uint64_t size, uint32_t count,
+                                          uint64_t alignment, int detached,
+                                          uint64_t* offsets) {
+  if (region == nullptr || offsets == nullptr) {
+    return NullArgument("region/offsets");
+  }
+  if (count == 0) {
+    return Fail(absl::InvalidArgumentError("count must be at least 1"));
+  }
+  return Guarded([&] {
+    sc::AllocateOptions o;
+    o.alignment = alignment;
+    o.detached = detached != 0;
+    auto extents = region->region->AllocateExtents(size, count, o);
+    if (!extents.ok()) return Fail(extents.status());
+    if (extents->size() != count) {
+      return Fail(absl::InternalError(absl::StrCat(
+          "asked for ", count, " extents, got ", extents->size())));
+    }
+    for (uint32_t i = 0; i < count; ++i) offsets[i] = (*extents)[i].offset;
+    return SHMALLOC_OK;
+  });
+}
+
+shmalloc_status_t shmalloc_free(shmalloc_region_t* region, uint64_t offset) {
+  return shmalloc_free_batch(region, &offset, 1);
+}
+
+shmalloc_status_t shmalloc_free_batch(shmalloc_region_t* region,
+                                      const uint64_t* offsets, size_t count) {
+  if (region == nullptr || (offsets == nullptr && count > 0)) {
+    return NullArgument("region/offsets");
+  }
+  return Guarded([&] {
+    return Fail(
+        region->region->Free(std::span<const uint64_t>(offsets, count)));
+  });
+}
+
+void* shmalloc_to_pointer(const shmalloc_region_t* region, uint64_t offset) {
+  return region == nullptr ? nullptr : region->region->ToPointer(offset);
+}
+
+shmalloc_status_t shmalloc_to_offset(const shmalloc_region_t* region,
+                                     const void* pointer, uint64_t* offset) {
+  if (region == nullptr || offset == nullptr) {
+    return NullArgument("region/offset");
+  }
+  auto o = region->region->ToOffset(pointer);
+  if (!o.ok()) return Fail(o.status());
+  *offset = *o;
+  return SHMALLOC_OK;
+}
+
+shmalloc_status_t shmalloc_arena_create(shmalloc_region_t* region,
+                                        uint64_t capacity_bytes,
+                                        shmalloc_arena_t** arena) {
+  if (region == nullptr || arena == nullptr)
+    return NullArgument("region/arena");
+  return Guarded([&] {
+    sc::ArenaOptions o;
+    o.capacity_bytes = capacity_bytes;
+    auto a = sc::Arena::Create(region->region, o);
+    if (!a.ok()) return Fail(a.status());
+    *arena = new shmalloc_arena{*std::move(a)};
+    return SHMALLOC_OK;
+  });
+}
+
+void shmalloc_arena_destroy(shmalloc_arena_t* arena) { delete arena; }
+
+void* shmalloc_arena_allocate(shmalloc_arena_t* arena, uint64_t size,
+                              uint64_t alignment) {
+  if (arena == nullptr) return nullptr;
+  return arena->arena->TryAllocate(
+      size, alignment == 0 ? sc::kDefaultAlignment : alignment);
+}
+
+shmalloc_status_t shmalloc_arena_reset(shmalloc_arena_t* arena) {
+  if (arena == nullptr) return NullArgument("arena");
+  return Guarded([&] { return Fail(arena->arena->Reset()); });
+}
+
+shmalloc_status_t shmalloc_arena_usage(const shmalloc_arena_t* arena,
+                                       uint64_t* capacity_bytes,
+                                       uint64_t* used_bytes) {
+  if (arena == nullptr) return NullArgument("arena");
+  const sc::ArenaStats s = arena->arena->Stats();
+  if (capacity_bytes != nullptr) *capacity_bytes = s.capacity_bytes;
+  if (used_bytes != nullptr) *used_bytes = s.used_bytes;
+  return SHMALLOC_OK;
+}
+
+shmalloc_status_t shmalloc_region_stats(const shmalloc_region_t* region,
+                                        shmalloc_region_stats_t* stats) {
+  if (region == nullptr || stats == nullptr)
+    return NullArgument("region/stats");
+  return Guarded([&] {
+    auto s = region->region->Stats();
+    if (!s.ok()) return Fail(s.status());
+    shmalloc_region_stats_t out = {};
+    out.capacity_bytes = s->capacity_bytes;
+    out.used_bytes = s->used_bytes;
+    out.free_bytes = s->free_bytes;
+    out.peak_used_bytes = s->peak_used_bytes;
+    out.live_allocations = s->live_allocations;
+    out.failed_allocations = s->failed_allocations;
+    out.largest_free_bytes = s->largest_free_bytes;
+    out.fragmentation = s->fragmentation;
+    out.detached_allocations = s->detached_allocations;
+    out.detached_bytes = s->detached_bytes;
+    out.sessions = s->sessions.size();
+    out.generation = s->generation;
+    *stats = out;
+    return SHMALLOC_OK;
+  });
+}
+
+}  // extern "C"
