@@ -212,6 +212,23 @@ absl::Status DaemonProcess::Restart() {
   return Start();
 }
 
+absl::Status DaemonProcess::Kill() {
+  if (pid_ <= 0) return absl::FailedPreconditionError("not running");
+  stub_.reset();
+  channel_.reset();
+  const pid_t pid = std::exchange(pid_, -1);
+  if (kill(pid, SIGKILL) != 0) return ErrnoStatus("kill(SIGKILL)");
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) return ErrnoStatus("waitpid");
+  }
+  if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL) {
+    return absl::InternalError(
+        absl::StrCat("shmallocd after SIGKILL: ", DescribeWaitStatus(status)));
+  }
+  return absl::OkStatus();
+}
+
 std::string DaemonProcess::RegionFile(const std::string& name,
                                       const std::string& suffix) const {
   return absl::StrCat(shm_dir_, "/shmalloc-", name, suffix);

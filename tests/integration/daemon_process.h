@@ -73,6 +73,9 @@ class DaemonProcess {
   absl::Status Stop(absl::Duration deadline = absl::Seconds(20));
   // Stop() then Start() on the same directories; drops the old channel.
   absl::Status Restart();
+  // Kills the daemon with SIGKILL (a crash: no cleanup) and reaps it.
+  // Returns INTERNAL unless SIGKILL is what ended it.
+  absl::Status Kill();
 
   bool running() const { return pid_ > 0; }
   pid_t pid() const { return pid_; }

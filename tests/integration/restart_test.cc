@@ -6,6 +6,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
@@ -201,6 +202,19 @@ TEST_F(StopTest, SigtermEndsOpenSessionsAndStreamsAndExitsPromptly) {
   ASSERT_THAT(stats, IsOk());
   EXPECT_EQ(stats->live_allocations(), 0u);
   EXPECT_EQ(stats->used_bytes(), 0u);
+}
+
+TEST_F(StopTest, StartsAgainAfterSigkillLeftItsSocketBehind) {
+  ASSERT_THAT(CreateRegion(stub(), "r", v1::STRATEGY_POOL), IsOk());
+  SHMALLOC_ASSERT_OK(daemon_->Kill());
+  ASSERT_TRUE(std::filesystem::exists(daemon_->socket_path()))
+      << "expected a crash to leave the socket file";
+  SHMALLOC_ASSERT_OK(daemon_->Start());
+  // It serves again, and the region files it left are re-attached.
+  absl::StatusOr<v1::ListRegionsResponse> list = ListRegions(stub());
+  ASSERT_THAT(list, IsOk());
+  ASSERT_EQ(list->regions_size(), 1);
+  EXPECT_EQ(list->regions(0).name(), "r");
 }
 
 }  // namespace
