@@ -28,7 +28,7 @@ RUN SHMALLOC_DEPS=runtime /tmp/install-deps.sh && rm -rf /var/lib/apt/lists/* /t
  && groupadd --system --gid 10001 shmalloc \
  && useradd --system --uid 10001 --gid shmalloc --no-create-home --shell /usr/sbin/nologin shmalloc \
  && install -d -o shmalloc -g shmalloc -m 0770 /run/shmalloc
-COPY --from=build /opt/shmalloc/bin/ /usr/local/bin/
+COPY --from=build /opt/shmalloc/bin/ /opt/shmalloc/sbin/ /usr/local/bin/
 COPY deploy/shmallocd.textproto /etc/shmalloc/shmallocd.textproto
 USER shmalloc:shmalloc
 ENV SHMALLOC_SOCKET=/run/shmalloc/shmalloc.sock
