@@ -1,5 +1,6 @@
 // The daemon's state shared by the gRPC service and its stream reactors:
-// regions, sessions, RPC counters, open streams and the start time.
+// regions, sessions, RPC counters, open streams, the gate of unary calls
+// and the start time.
 //
 // Thread-safety: every member is thread-safe.
 #ifndef SERVER_CORE_H_
@@ -12,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "server/call_gate.h"
 #include "server/config.h"
 #include "server/region_registry.h"
 #include "server/rpc_metrics.h"
@@ -31,6 +33,7 @@ struct Core {
   SessionTable sessions;
   RpcMetrics metrics;
   StreamRegistry streams;
+  CallGate unary_calls;  // closed when shutdown begins
   const absl::Time started;
 };
 

@@ -1,5 +1,6 @@
 #include "server/daemon.h"
 
+#include <chrono>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -122,17 +123,24 @@ void Daemon::Shutdown(absl::Duration drain) {
   if (shut_down_) return;
   shut_down_ = true;
   const absl::Time deadline = absl::Now() + drain;
-  // Streams never end by themselves: end them first, so Shutdown drains
-  // only real in-flight calls.
+  // 1. Refuse new calls; end every stream (OnDone releases each session).
+  core_->unary_calls.Close();
   core_->streams.StopAll();
+  // 2. Drain: unary calls in flight finish, every stream reaches OnDone.
+  if (!core_->unary_calls.WaitIdle(deadline)) {
+    SHMALLOC_LOG(Warning) << "unary calls still running at the drain deadline";
+  }
+  if (!core_->streams.WaitEmpty(deadline)) {
+    SHMALLOC_LOG(Warning) << core_->streams.size()
+                          << " stream(s) did not finish by the drain deadline";
+  }
+  // 3. Nothing of ours is in flight: stop gRPC now rather than wait for idle
+  // client connections to go away (what Server::Shutdown's deadline means).
   if (server_ != nullptr) {
-    server_->Shutdown(absl::ToChronoTime(deadline));
+    server_->Shutdown(std::chrono::system_clock::now());
     server_->Wait();
   }
-  if (!core_->streams.WaitEmpty(deadline + absl::Seconds(1))) {
-    SHMALLOC_LOG(Warning) << core_->streams.size()
-                          << " stream(s) did not finish in time";
-  }
+  core_->streams.WaitEmpty(absl::Now() + absl::Seconds(1));
   for (uint64_t id : core_->sessions.OpenIds()) EndSession(*core_, id);
   core_->regions.SyncAndClose();
   if (server_ != nullptr) RemoveSocketFile(options_.socket);

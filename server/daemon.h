@@ -5,10 +5,11 @@
 // socket file nobody answers on is replaced) and on any TCP addresses, with
 // grpc.health.v1 (SERVING) and server reflection next to shmalloc.v1.
 //
-// Shutdown: ends every OpenSession and WatchStats stream (each session's
-// non-detached allocations are freed), drains in-flight RPCs for at most
-// `drain` (then cancels them), syncs and unmaps every region, removes the
-// socket file. Regions persist in shm_dir.
+// Shutdown: refuses new calls (UNAVAILABLE), ends every OpenSession and
+// WatchStats stream (each session's non-detached allocations are freed),
+// waits at most `drain` for unary calls in flight, then stops gRPC at once
+// (idle client connections do not hold it up), syncs and unmaps every
+// region and removes the socket file. Regions persist in shm_dir.
 //
 // Thread-safety: Start and Shutdown are not thread-safe with each other;
 // the running service is.

@@ -12,12 +12,14 @@
 namespace shmalloc::server {
 
 Region::Region(std::string shm_dir, std::string name, MappedFile data,
-               MappedFile meta, std::unique_ptr<OffsetAllocator> allocator)
+               MappedFile meta, std::span<std::byte> allocator_meta,
+               std::unique_ptr<OffsetAllocator> allocator)
     : shm_dir_(std::move(shm_dir)),
       name_(std::move(name)),
       strategy_(allocator->strategy()),
       data_(std::move(data)),
       meta_(std::move(meta)),
+      allocator_meta_(allocator_meta),
       allocator_(std::move(allocator)) {}
 
 Region::~Region() {
@@ -30,95 +32,6 @@ absl::Status Region::CheckAlive() const {
     return absl::NotFoundError(absl::StrCat("region ", name_, " was deleted"));
   }
   return absl::OkStatus();
-}
-
-absl::StatusOr<AllocateResult> Region::Allocate(
-    const AllocateArgs& args, absl::FunctionRef<bool()> session_alive) {
-  uint64_t alignment = args.alignment;
-  SHMALLOC_RETURN_IF_ERROR(ValidateAllocateArgs(args.size, alignment));
-  if (args.size > capacity()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("size_bytes ", args.size, " exceeds the heap of region ",
-                     name_, " (", capacity(), " bytes)"));
-  }
-  const uint32_t count = std::max<uint32_t>(args.count, 1);
-  absl::MutexLock lock(&mu_);
-  SHMALLOC_RETURN_IF_ERROR(CheckAlive());
-  if (!session_alive()) {
-    return absl::NotFoundError(
-        absl::StrCat("session ", args.session_id, " is not open"));
-  }
-  if (strategy_ == Strategy::kArena) {
-    AllocateArgs arena_args = args;
-    arena_args.alignment = alignment;
-    arena_args.count = count;
-    return AllocateArena(arena_args);
-  }
-  const bool owned = !args.detached;
-  const uint64_t quota = meta()->quota_bytes_per_session;
-  const SessionShare share =
-      owned && quota > 0 ? owners_.Share(args.session_id) : SessionShare{};
-  // Sizes are <= capacity < 2^52 and count <= 2^32: no overflow in u128.
-  auto over_quota = [&](unsigned __int128 more) {
-    return owned && quota > 0 && share.used_bytes + more > quota;
-  };
-  auto quota_error = [&] {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "session ", args.session_id, " would exceed its quota of ", quota,
-        " bytes in region ", name_, " (it holds ", share.used_bytes, ")"));
-  };
-  if (over_quota(static_cast<unsigned __int128>(args.size) * count)) {
-    return quota_error();
-  }
-
-  AllocateResult result;
-  result.extents.reserve(count);
-  unsigned __int128 reserved = 0;
-  for (uint32_t i = 0; i < count; ++i) {
-    absl::StatusOr<Extent> extent = allocator_->Allocate(args.size, alignment);
-    if (!extent.ok()) {
-      RollBack(result.extents);
-      return extent.status();
-    }
-    reserved += extent->size_bytes;
-    result.extents.push_back(*extent);
-  }
-  if (over_quota(reserved)) {  // Rounding up may cross it.
-    RollBack(result.extents);
-    return quota_error();
-  }
-  for (const Extent& extent : result.extents) {
-    ++meta()->histogram[SizeBucket(extent.size_bytes)];
-    if (owned) {
-      owners_.Add(extent.offset,
-                  Owner{args.session_id, extent.size_bytes, args.size});
-    }
-  }
-  result.generation = segment()->generation.load(std::memory_order_acquire);
-  return result;
-}
-
-absl::StatusOr<AllocateResult> Region::AllocateArena(const AllocateArgs& args) {
-  // One bump for the whole batch keeps it all or nothing even while clients
-  // bump the same cursor: extent i starts at offset + i * stride.
-  const uint64_t stride = AlignUp(args.size, args.alignment);
-  const unsigned __int128 total =
-      static_cast<unsigned __int128>(stride) * (args.count - 1) + args.size;
-  if (total > capacity()) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat(args.count, " extents of ", args.size,
-                     " bytes do not fit region ", name_));
-  }
-  SHMALLOC_ASSIGN_OR_RETURN(
-      const Extent block,
-      allocator_->Allocate(static_cast<uint64_t>(total), args.alignment));
-  AllocateResult result;
-  result.extents.reserve(args.count);
-  for (uint32_t i = 0; i < args.count; ++i) {
-    result.extents.push_back(Extent{block.offset + i * stride, args.size});
-  }
-  result.generation = segment()->generation.load(std::memory_order_acquire);
-  return result;
 }
 
 void Region::RollBack(const std::vector<Extent>& extents) {
@@ -255,7 +168,8 @@ v1::RegionStats Region::Stats() const {
   stats.set_free_bytes(a.free_bytes);
   stats.set_peak_used_bytes(a.peak_used_bytes);
   stats.set_live_allocations(a.live_allocations);
-  stats.set_failed_allocations(a.failed_allocations);
+  stats.set_failed_allocations(a.failed_allocations +
+                               meta()->refused_allocations);
   stats.set_largest_free_bytes(a.largest_free_bytes);
   stats.set_fragmentation(a.fragmentation);
   stats.set_internal_fragmentation(a.internal_fragmentation);

@@ -9,8 +9,11 @@
 // Every operation takes the region's mutex: Buddy, Slab and FreeList are not
 // thread-safe, and the owner table and histogram must move in step with the
 // allocator. Every operation is all or nothing: on error the allocator, the
-// owner table and the histogram are as before (the allocator's own peak and
-// failure counters may record the attempt).
+// owner table and the histogram are as before. A refusal for lack of space
+// counts once in failed_allocations; a batch is first checked against a
+// bound on the free bytes, so only a batch that passes the bound and then
+// fails on fragmentation can leave the allocator's peak raised by its
+// rolled-back part.
 //
 // Invariants (under the mutex, outside an operation):
 //   owners.owned_allocations() <= allocator live_allocations (non-ARENA)
@@ -132,7 +135,8 @@ class Region {
 
  private:
   Region(std::string shm_dir, std::string name, MappedFile data,
-         MappedFile meta, std::unique_ptr<OffsetAllocator> allocator);
+         MappedFile meta, std::span<std::byte> allocator_meta,
+         std::unique_ptr<OffsetAllocator> allocator);
 
   SegmentHeader* segment() const {
     return reinterpret_cast<SegmentHeader*>(data_.data());
@@ -147,6 +151,8 @@ class Region {
 
   absl::StatusOr<AllocateResult> AllocateArena(const AllocateArgs& args)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Live allocations the daemon made (sum of the histogram).
+  uint64_t HistogramLive() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Frees `extents` (just allocated, not recorded anywhere yet).
   void RollBack(const std::vector<Extent>& extents)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -161,6 +167,9 @@ class Region {
   const Strategy strategy_;
   MappedFile data_;  // constant mapping; header fields guarded below
   MappedFile meta_;  // constant mapping; its contents guarded by mu_
+  // The allocator's metadata (in meta_, or in data_ for ARENA); snapshotted
+  // to undo a batch exactly.
+  const std::span<std::byte> allocator_meta_;
 
   mutable absl::Mutex mu_;
   std::unique_ptr<OffsetAllocator> allocator_ ABSL_PT_GUARDED_BY(mu_);

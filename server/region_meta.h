@@ -18,13 +18,15 @@
 //   60    reserved0                u32   zero
 //   64    size_classes             u64[64]  SLAB size classes, ascending
 //   576   histogram                u64[65]  live allocations per size bucket
-//   1096  reserved                 to 4096
+//   1096  refused_allocations      u64   batches refused for lack of space
+//                                        before the allocator was asked
+//   1104  reserved                 to 4096
 //   4096  allocator metadata       allocator_meta_bytes (non-ARENA)
 //
 // Invariants: file size == allocator_meta_offset + allocator_meta_bytes (or
 // kRegionMetaHeaderBytes for ARENA); size_class_count <= kMaxSizeClasses;
-// sum(histogram) == live allocations the daemon made (for ARENA, only those
-// made through Allocate; client-side bumps are not seen).
+// sum(histogram) == allocator live allocations (non-ARENA: every allocation
+// goes through the daemon; ARENA keeps no histogram, clients bump directly).
 // Thread-safety: guarded by the owning Region's mutex.
 #ifndef SERVER_REGION_META_H_
 #define SERVER_REGION_META_H_
@@ -54,13 +56,15 @@ struct RegionMetaHeader {
   uint32_t reserved0;                // zero
   uint64_t size_classes[kMaxSizeClasses];  // SLAB classes, bytes
   uint64_t histogram[kHistogramBuckets];   // live allocations per bucket
-  std::byte reserved1[kRegionMetaHeaderBytes - 1096];  // zero
+  uint64_t refused_allocations;            // counted in failed_allocations
+  std::byte reserved1[kRegionMetaHeaderBytes - 1104];  // zero
 };
 
 static_assert(sizeof(RegionMetaHeader) == kRegionMetaHeaderBytes);
 static_assert(offsetof(RegionMetaHeader, size_classes) == 64);
 static_assert(offsetof(RegionMetaHeader, histogram) == 576);
-static_assert(offsetof(RegionMetaHeader, reserved1) == 1096);
+static_assert(offsetof(RegionMetaHeader, refused_allocations) == 1096);
+static_assert(offsetof(RegionMetaHeader, reserved1) == 1104);
 
 // Returns the histogram bucket of a reserved size: the smallest b with
 // size <= 2^b (bucket 0 holds size 1; size 0 is put there too).

@@ -170,9 +170,9 @@ absl::StatusOr<std::unique_ptr<Region>> Region::Create(
   segment->magic = kSegmentMagic;
   if (absl::Status s = meta->Sync(); !s.ok()) return remove_files(s);
   if (absl::Status s = data->Sync(); !s.ok()) return remove_files(s);
-  return std::unique_ptr<Region>(new Region(shm_dir, request.name(),
-                                            *std::move(data), *std::move(meta),
-                                            *std::move(allocator)));
+  return std::unique_ptr<Region>(
+      new Region(shm_dir, request.name(), *std::move(data), *std::move(meta),
+                 allocator_span, *std::move(allocator)));
 }
 
 absl::StatusOr<std::unique_ptr<Region>> Region::Open(const std::string& shm_dir,
@@ -244,8 +244,9 @@ absl::StatusOr<std::unique_ptr<Region>> Region::Open(const std::string& shm_dir,
       (*allocator)->end() != segment->heap_end) {
     return Corrupt(meta_path, "allocator range does not match the data file");
   }
-  return std::unique_ptr<Region>(new Region(
-      shm_dir, name, std::move(data), std::move(meta), *std::move(allocator)));
+  return std::unique_ptr<Region>(new Region(shm_dir, name, std::move(data),
+                                            std::move(meta), allocator_span,
+                                            *std::move(allocator)));
 }
 
 }  // namespace shmalloc::server

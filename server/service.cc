@@ -11,9 +11,17 @@
 
 namespace shmalloc::server {
 
-grpc::ServerUnaryReactor* AllocatorService::Reply(
+template <typename Body>
+grpc::ServerUnaryReactor* AllocatorService::Serve(
     grpc::CallbackServerContext* context, std::string_view method,
-    const absl::Status& status) {
+    Body&& body) {
+  absl::Status status;
+  if (core_.unary_calls.Enter()) {
+    status = body();
+    core_.unary_calls.Exit();
+  } else {
+    status = absl::UnavailableError("shmallocd is shutting down");
+  }
   core_.metrics.Record(method, status.code());
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(ToGrpcStatus(status));
@@ -28,46 +36,55 @@ absl::Status AllocatorService::CheckSession(uint64_t session_id) const {
   return absl::OkStatus();
 }
 
+absl::Status AllocatorService::DoCreateRegion(
+    const v1::CreateRegionRequest& request, v1::Region& response) {
+  SHMALLOC_ASSIGN_OR_RETURN(std::shared_ptr<Region> region,
+                            core_.regions.Create(request));
+  response = region->Describe();
+  SHMALLOC_LOG(Info) << "created region " << response.name() << " ("
+                     << v1::Strategy_Name(response.strategy()) << ", "
+                     << request.size_bytes() << " bytes) in "
+                     << core_.regions.shm_dir();
+  return absl::OkStatus();
+}
+
 grpc::ServerUnaryReactor* AllocatorService::CreateRegion(
     grpc::CallbackServerContext* context,
     const v1::CreateRegionRequest* request, v1::Region* response) {
-  absl::StatusOr<std::shared_ptr<Region>> region =
-      core_.regions.Create(*request);
-  if (region.ok()) {
-    *response = (*region)->Describe();
-    SHMALLOC_LOG(Info) << "created region " << response->name() << " ("
-                       << v1::Strategy_Name(response->strategy()) << ", "
-                       << request->size_bytes() << " bytes) in "
-                       << core_.regions.shm_dir();
-  }
-  return Reply(context, "CreateRegion", region.status());
+  return Serve(context, "CreateRegion",
+               [&] { return DoCreateRegion(*request, *response); });
 }
 
 grpc::ServerUnaryReactor* AllocatorService::GetRegion(
     grpc::CallbackServerContext* context, const v1::GetRegionRequest* request,
     v1::Region* response) {
-  absl::StatusOr<std::shared_ptr<Region>> region =
-      core_.regions.Get(request->name());
-  if (region.ok()) *response = (*region)->Describe();
-  return Reply(context, "GetRegion", region.status());
+  return Serve(context, "GetRegion", [&]() -> absl::Status {
+    SHMALLOC_ASSIGN_OR_RETURN(std::shared_ptr<Region> region,
+                              core_.regions.Get(request->name()));
+    *response = region->Describe();
+    return absl::OkStatus();
+  });
 }
 
 grpc::ServerUnaryReactor* AllocatorService::ListRegions(
     grpc::CallbackServerContext* context,
     const v1::ListRegionsRequest* /*request*/,
     v1::ListRegionsResponse* response) {
-  for (const std::shared_ptr<Region>& region : core_.regions.List()) {
-    *response->add_regions() = region->Describe();
-  }
-  return Reply(context, "ListRegions", absl::OkStatus());
+  return Serve(context, "ListRegions", [&] {
+    for (const std::shared_ptr<Region>& region : core_.regions.List()) {
+      *response->add_regions() = region->Describe();
+    }
+    return absl::OkStatus();
+  });
 }
 
 grpc::ServerUnaryReactor* AllocatorService::DeleteRegion(
     grpc::CallbackServerContext* context,
     const v1::DeleteRegionRequest* request,
     v1::DeleteRegionResponse* /*response*/) {
-  return Reply(context, "DeleteRegion",
-               core_.regions.Delete(request->name(), request->force()));
+  return Serve(context, "DeleteRegion", [&] {
+    return core_.regions.Delete(request->name(), request->force());
+  });
 }
 
 grpc::ServerWriteReactor<v1::SessionEvent>* AllocatorService::OpenSession(
@@ -110,9 +127,11 @@ absl::Status AllocatorService::DoAllocate(const v1::AllocateRequest& request,
 grpc::ServerUnaryReactor* AllocatorService::Allocate(
     grpc::CallbackServerContext* context, const v1::AllocateRequest* request,
     v1::AllocateResponse* response) {
-  absl::Status status = DoAllocate(*request, *response);
-  if (!status.ok()) response->Clear();
-  return Reply(context, "Allocate", status);
+  return Serve(context, "Allocate", [&] {
+    absl::Status status = DoAllocate(*request, *response);
+    if (!status.ok()) response->Clear();
+    return status;
+  });
 }
 
 absl::Status AllocatorService::DoFree(const v1::FreeRequest& request,
@@ -136,31 +155,36 @@ absl::Status AllocatorService::DoFree(const v1::FreeRequest& request,
 grpc::ServerUnaryReactor* AllocatorService::Free(
     grpc::CallbackServerContext* context, const v1::FreeRequest* request,
     v1::FreeResponse* response) {
-  return Reply(context, "Free", DoFree(*request, *response));
+  return Serve(context, "Free", [&] { return DoFree(*request, *response); });
+}
+
+absl::Status AllocatorService::DoResetRegion(
+    const v1::ResetRegionRequest& request, v1::Region& response) {
+  SHMALLOC_ASSIGN_OR_RETURN(std::shared_ptr<Region> region,
+                            core_.regions.Get(request.name()));
+  SHMALLOC_RETURN_IF_ERROR(region->Reset(request.force()));
+  response = region->Describe();
+  SHMALLOC_LOG(Info) << "reset region " << response.name() << " to generation "
+                     << response.generation()
+                     << (request.force() ? " (forced)" : "");
+  return absl::OkStatus();
 }
 
 grpc::ServerUnaryReactor* AllocatorService::ResetRegion(
     grpc::CallbackServerContext* context, const v1::ResetRegionRequest* request,
     v1::Region* response) {
-  absl::StatusOr<std::shared_ptr<Region>> region =
-      core_.regions.Get(request->name());
-  absl::Status status = region.status();
-  if (status.ok()) status = (*region)->Reset(request->force());
-  if (status.ok()) {
-    *response = (*region)->Describe();
-    SHMALLOC_LOG(Info) << "reset region " << response->name()
-                       << " to generation " << response->generation()
-                       << (request->force() ? " (forced)" : "");
-  }
-  return Reply(context, "ResetRegion", status);
+  return Serve(context, "ResetRegion",
+               [&] { return DoResetRegion(*request, *response); });
 }
 
 grpc::ServerUnaryReactor* AllocatorService::GetStats(
     grpc::CallbackServerContext* context, const v1::GetStatsRequest* request,
     v1::Stats* response) {
-  absl::StatusOr<v1::Stats> stats = CollectStats(core_, request->region());
-  if (stats.ok()) *response = *std::move(stats);
-  return Reply(context, "GetStats", stats.status());
+  return Serve(context, "GetStats", [&]() -> absl::Status {
+    SHMALLOC_ASSIGN_OR_RETURN(*response,
+                              CollectStats(core_, request->region()));
+    return absl::OkStatus();
+  });
 }
 
 grpc::ServerWriteReactor<v1::Stats>* AllocatorService::WatchStats(

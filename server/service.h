@@ -57,11 +57,16 @@ class AllocatorService final : public v1::Allocator::CallbackService {
       const v1::WatchStatsRequest* request) override;
 
  private:
-  // Records `status` for `method` and finishes the call with it.
-  grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* context,
-                                  std::string_view method,
-                                  const absl::Status& status);
+  // Runs `body` unless shutdown has begun (then UNAVAILABLE), records the
+  // status for `method` and finishes the call with it.
+  template <typename Body>
+  grpc::ServerUnaryReactor* Serve(grpc::CallbackServerContext* context,
+                                  std::string_view method, Body&& body);
 
+  absl::Status DoCreateRegion(const v1::CreateRegionRequest& request,
+                              v1::Region& response);
+  absl::Status DoResetRegion(const v1::ResetRegionRequest& request,
+                             v1::Region& response);
   absl::Status DoAllocate(const v1::AllocateRequest& request,
                           v1::AllocateResponse& response);
   absl::Status DoFree(const v1::FreeRequest& request,
