@@ -3,6 +3,7 @@
 #include <cstring>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/region_name.h"
@@ -221,6 +222,46 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(v1::STRATEGY_POOL, v1::STRATEGY_BUDDY, v1::STRATEGY_SLAB,
                       v1::STRATEGY_FREE_LIST),
     [](const auto& info) { return v1::Strategy_Name(info.param); });
+
+TEST(RegionBatchTest, BuddyBatchFailingPartWayChangesOnlyTheFailureCount) {
+  TempDir dir;
+  absl::StatusOr<std::unique_ptr<Region>> region =
+      Region::Create(dir.path(), Request("b", v1::STRATEGY_BUDDY));
+  SHMALLOC_ASSERT_OK(region);
+  absl::StatusOr<AllocateResult> all =
+      (*region)->Allocate(Args(kSession, 64 << 10, 16), Alive);
+  SHMALLOC_ASSERT_OK(all);
+  // Free one 128 KiB pair and three lone 64 KiB blocks: 320 KiB free, the
+  // largest block 128 KiB, so two 128 KiB extents pass every bound and the
+  // second one fails.
+  std::vector<uint64_t> offsets;
+  for (int i : {0, 1, 4, 6, 8}) offsets.push_back(all->extents[i].offset);
+  SHMALLOC_ASSERT_OK((*region)->Free(offsets));
+  v1::RegionStats before = (*region)->Stats();
+  EXPECT_THAT((*region)->Allocate(Args(kSession, 128 << 10, 2), Alive),
+              StatusIs(absl::StatusCode::kResourceExhausted));
+  before.set_failed_allocations(before.failed_allocations() + 1);
+  EXPECT_EQ((*region)->Stats().SerializeAsString(), before.SerializeAsString());
+}
+
+TEST(RegionBatchTest, BatchOverTheFreeSpaceIsRefusedAndCountedOnce) {
+  TempDir dir;
+  for (v1::Strategy strategy :
+       {v1::STRATEGY_ARENA, v1::STRATEGY_POOL, v1::STRATEGY_BUDDY,
+        v1::STRATEGY_SLAB, v1::STRATEGY_FREE_LIST}) {
+    absl::StatusOr<std::unique_ptr<Region>> region = Region::Create(
+        dir.path(), Request(absl::StrCat("s", strategy), strategy));
+    SHMALLOC_ASSERT_OK(region);
+    v1::RegionStats before = (*region)->Stats();
+    EXPECT_THAT((*region)->Allocate(Args(kSession, 256, 5000), Alive),
+                StatusIs(absl::StatusCode::kResourceExhausted))
+        << v1::Strategy_Name(strategy);
+    before.set_failed_allocations(before.failed_allocations() + 1);
+    EXPECT_EQ((*region)->Stats().SerializeAsString(),
+              before.SerializeAsString())
+        << v1::Strategy_Name(strategy);
+  }
+}
 
 TEST(RegionArenaTest, BatchIsOneContiguousBumpAndFreeIsRefused) {
   TempDir dir;
