@@ -129,9 +129,10 @@ class Client {
                                          bool force = false);
   // Allocates `count` extents of `size` bytes in `region`, owned by this
   // session unless options.detached (Allocate). All or nothing. NOT_FOUND,
-  // INVALID_ARGUMENT, RESOURCE_EXHAUSTED, FAILED_PRECONDITION (ARENA region:
-  // use an Arena instead). Prefer Region::Allocate, which returns RAII
-  // handles; this is the raw call.
+  // INVALID_ARGUMENT, RESOURCE_EXHAUSTED. On an ARENA region the daemon bumps
+  // the shared cursor (the extents have no owner and are freed only by a
+  // reset; an Arena does the same without an RPC). Prefer Region::Allocate,
+  // which returns RAII handles; this is the raw call.
   absl::StatusOr<std::vector<Extent>> Allocate(std::string_view region,
                                                uint64_t size, uint32_t count,
                                                const AllocateOptions& options);

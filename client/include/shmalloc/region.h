@@ -76,8 +76,9 @@ class Region : public std::enable_shared_from_this<Region> {
 
   // Allocates `size` bytes through the daemon (one RPC). The handle frees it
   // on destruction unless options.detached or Release(). INVALID_ARGUMENT,
-  // RESOURCE_EXHAUSTED, NOT_FOUND (region deleted), FAILED_PRECONDITION
-  // (ARENA region: use an Arena), UNAVAILABLE.
+  // RESOURCE_EXHAUSTED, NOT_FOUND (region deleted), UNAVAILABLE. On an ARENA
+  // region allocate with options.detached (an arena frees only as a whole:
+  // the handle's Free would be FAILED_PRECONDITION) or, faster, an Arena.
   absl::StatusOr<Allocation> Allocate(uint64_t size,
                                       const AllocateOptions& options = {});
   // Allocates `count` blocks of `size` bytes in one RPC; all or nothing.
