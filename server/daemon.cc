@@ -31,6 +31,13 @@ Daemon::~Daemon() { Shutdown(absl::Seconds(5)); }
 absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
     const DaemonOptions& options) {
   std::unique_ptr<Daemon> daemon(new Daemon(options));
+  absl::StatusOr<DirectoryLock> lock = DirectoryLock::Acquire(options.shm_dir);
+  if (!lock.ok()) {
+    return absl::Status(lock.status().code(),
+                        absl::StrCat("shm_dir ", options.shm_dir, ": ",
+                                     lock.status().message()));
+  }
+  daemon->shm_dir_lock_.emplace(*std::move(lock));
   absl::StatusOr<size_t> attached = daemon->core_->regions.LoadExisting();
   if (!attached.ok()) {
     return absl::Status(attached.status().code(),

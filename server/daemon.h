@@ -1,8 +1,9 @@
 // shmallocd as a library: start serving DaemonOptions, shut down cleanly.
 //
-// Start re-attaches every region in shm_dir, creates the configured regions
-// that are absent, then listens on the Unix socket (mode 0660; a stale
-// socket file nobody answers on is replaced) and on any TCP addresses, with
+// Start locks shm_dir (one daemon per directory: <shm_dir>/shmalloc.lock),
+// re-attaches every region in it, creates the configured regions that are
+// absent, then listens on the Unix socket (mode 0660; a stale socket file
+// nobody answers on is replaced) and on any TCP addresses, with
 // grpc.health.v1 (SERVING) and server reflection next to shmalloc.v1.
 //
 // Shutdown: refuses new calls (UNAVAILABLE), ends every OpenSession and
@@ -17,6 +18,7 @@
 #define SERVER_DAEMON_H_
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -26,12 +28,14 @@
 #include "server/config.h"
 #include "server/core.h"
 #include "server/service.h"
+#include "server/shm_file.h"
 
 namespace shmalloc::server {
 
 class Daemon {
  public:
-  // Starts serving. Returns the error that prevents it: shm_dir unusable,
+  // Starts serving. Returns the error that prevents it: shm_dir unusable or
+  // locked by another daemon (FAILED_PRECONDITION),
   // a configured region that cannot be created (e.g. RESOURCE_EXHAUSTED:
   // the mount is too small), the socket path taken by a live server
   // (ALREADY_EXISTS) or not bindable (UNAVAILABLE).
@@ -54,6 +58,7 @@ class Daemon {
   absl::Status Listen();
 
   DaemonOptions options_;
+  std::optional<DirectoryLock> shm_dir_lock_;  // held while running
   std::unique_ptr<Core> core_;
   std::unique_ptr<AllocatorService> service_;
   std::unique_ptr<grpc::Server> server_;

@@ -73,13 +73,14 @@ absl::StatusOr<AllocateResult> Region::Allocate(
   if (fit == BatchFit::kUncertain || quota_risky) {
     snapshot.assign(allocator_meta_.begin(), allocator_meta_.end());
   }
-  auto undo = [&](const std::vector<Extent>& done) {
-    if (snapshot.empty()) {
-      RollBack(done);
-    } else {
-      std::copy(snapshot.begin(), snapshot.end(), allocator_meta_.begin());
-    }
-  };
+  auto undo =
+      [&](const std::vector<Extent>& done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        if (snapshot.empty()) {
+          RollBack(done);
+        } else {
+          std::copy(snapshot.begin(), snapshot.end(), allocator_meta_.begin());
+        }
+      };
 
   AllocateResult result;
   result.extents.reserve(count);

@@ -76,6 +76,27 @@ class MappedFile {
   uint64_t size_ = 0;
 };
 
+// An exclusive advisory lock (flock) on <dir>/shmalloc.lock, held for the
+// object's lifetime, so two daemons never manage one shm directory. Move-only.
+class DirectoryLock {
+ public:
+  // Creates the lock file if needed (mode 0600, never following a symlink)
+  // and locks it without waiting. FAILED_PRECONDITION when another process
+  // holds it; NOT_FOUND / PERMISSION_DENIED for the directory.
+  [[nodiscard]] static absl::StatusOr<DirectoryLock> Acquire(
+      const std::string& dir);
+
+  DirectoryLock(DirectoryLock&& other) noexcept;
+  DirectoryLock& operator=(DirectoryLock&& other) noexcept;
+  DirectoryLock(const DirectoryLock&) = delete;
+  DirectoryLock& operator=(const DirectoryLock&) = delete;
+  ~DirectoryLock();
+
+ private:
+  explicit DirectoryLock(int fd) : fd_(fd) {}
+  int fd_ = -1;
+};
+
 // Removes `path` (not following symlinks). Returns NOT_FOUND when it does not
 // exist, or another code from the errno.
 [[nodiscard]] absl::Status UnlinkFile(const std::string& path);

@@ -111,6 +111,19 @@ TEST(ShmFileTest, ListDirectoryIsSortedWithoutDots) {
               shmalloc::testing::IsOkAndHolds(ElementsAre("b")));
 }
 
+TEST(ShmFileTest, DirectoryLockIsExclusiveUntilReleased) {
+  TempDir dir;
+  {
+    absl::StatusOr<DirectoryLock> first = DirectoryLock::Acquire(dir.path());
+    SHMALLOC_ASSERT_OK(first);
+    EXPECT_THAT(DirectoryLock::Acquire(dir.path()),
+                StatusIs(absl::StatusCode::kFailedPrecondition));
+  }
+  SHMALLOC_EXPECT_OK(DirectoryLock::Acquire(dir.path()));
+  EXPECT_THAT(DirectoryLock::Acquire(dir.File("nope")),
+              StatusIs(absl::StatusCode::kNotFound));
+}
+
 TEST(ShmFileTest, CheckWritableDirectory) {
   TempDir dir;
   EXPECT_THAT(CheckWritableDirectory(dir.path()), IsOk());
