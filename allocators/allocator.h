@@ -82,6 +82,9 @@ struct AllocatorStats {
   uint64_t largest_free_bytes = 0;  // largest single extent Allocate(size, 1)
                                     // could return right now
   // External fragmentation: 1 - largest_free_bytes / free_bytes, in [0, 1];
+  // fixed-unit strategies define it by what a free byte can still serve:
+  // Pool 0 (every free block serves every request), Slab 1 - bytes in
+  // wholly free slabs / free_bytes.
   // 0 when free_bytes == 0. 0 means all free space is one usable extent.
   double fragmentation = 0;
   // Internal fragmentation: 1 - requested_bytes / used_bytes (0 when nothing

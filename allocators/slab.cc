@@ -365,6 +365,13 @@ AllocatorStats Slab::Stats() const {
     }
   }
   FillFragmentation(s);
+  // Free bytes in wholly free slabs serve any class; the rest (free objects
+  // in partial slabs, the tail smaller than a slab) serve one class or none.
+  if (s.free_bytes > 0) {
+    s.fragmentation =
+        1.0 - static_cast<double>(uint64_t{st.free_slabs} * kSlabBytes) /
+                  static_cast<double>(s.free_bytes);
+  }
   return s;
 }
 
