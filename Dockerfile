@@ -12,7 +12,7 @@ COPY deploy/install-deps.sh /src/deploy/install-deps.sh
 RUN SHMALLOC_DEPS=core /src/deploy/install-deps.sh && rm -rf /var/lib/apt/lists/*
 COPY . /src
 WORKDIR /src
-RUN cmake --preset release -DSHMALLOC_BUILD_BENCH=OFF \
+RUN cmake --preset release -DSHMALLOC_BUILD_BENCH=OFF -DSHMALLOC_BUILD_INTEGRATION_TESTS=OFF \
  && cmake --build --preset release \
  && ctest --preset release -L unit \
  && cmake --install build/release --prefix /opt/shmalloc \
