@@ -110,7 +110,10 @@ handoff() {
   "$examples/consumer" --handoff="$work/run/handoff.sock" --region=frames --buffers=50 \
     >"$work/consumer.log" 2>&1 &
   consumer_pid=$!
-  $ENGINE run --rm --network none -v "$work/run:/run/shmalloc" -v "$work/shm:/dev/shm" \
+  # The consumer's hand-off socket belongs to the host user: run the producer
+  # as that user (the usual way to share a bind-mounted socket).
+  $ENGINE run --rm --network none --user "$(id -u):$(id -g)" \
+    -v "$work/run:/run/shmalloc" -v "$work/shm:/dev/shm" \
     -e SHMALLOC_SOCKET=/run/shmalloc/shmalloc.sock -e SHMALLOC_SHM_DIR=/dev/shm \
     --entrypoint producer "$image" --handoff=/run/shmalloc/handoff.sock --region=frames --buffers=50
   wait "$consumer_pid"; consumer_pid=""
