@@ -10,6 +10,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/status_matchers.h"
+#include "tests/unit/allocators/strategy_fixture.h"
 
 namespace shmalloc {
 namespace {
@@ -45,17 +46,11 @@ struct Fixture {
   std::unique_ptr<Buddy> buddy;
 };
 
+// Every field, through the shared suites' comparison.
 void ExpectSameStats(const AllocatorStats& a, const AllocatorStats& b) {
-  EXPECT_EQ(a.capacity_bytes, b.capacity_bytes);
-  EXPECT_EQ(a.used_bytes, b.used_bytes);
-  EXPECT_EQ(a.free_bytes, b.free_bytes);
-  EXPECT_EQ(a.requested_bytes, b.requested_bytes);
-  EXPECT_EQ(a.live_allocations, b.live_allocations);
-  EXPECT_EQ(a.peak_used_bytes, b.peak_used_bytes);
-  EXPECT_EQ(a.failed_allocations, b.failed_allocations);
-  EXPECT_EQ(a.largest_free_bytes, b.largest_free_bytes);
-  EXPECT_EQ(a.fragmentation, b.fragmentation);
-  EXPECT_EQ(a.internal_fragmentation, b.internal_fragmentation);
+  EXPECT_TRUE(testing::SameStats(a, b))
+      << "before: " << testing::DescribeStats(a)
+      << "\nafter:  " << testing::DescribeStats(b);
 }
 
 TEST(BuddyTest, MetadataSpanTooSmallIsInvalidArgumentNamingBothSizes) {
