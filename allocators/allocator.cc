@@ -1,5 +1,6 @@
 #include "allocators/allocator.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -98,6 +99,44 @@ absl::Status ValidateMetaHeader(std::span<const std::byte> meta,
     return absl::DataLossError("metadata records an empty or invalid range");
   }
   return absl::OkStatus();
+}
+
+}  // namespace shmalloc
+
+namespace shmalloc {
+
+absl::StatusOr<std::vector<Extent>> OffsetAllocator::AllocateBatch(
+    uint64_t size, uint64_t alignment, uint32_t count) {
+  std::vector<Extent> extents;
+  extents.reserve(count);
+  for (uint32_t i = 0; i < count; ++i) {
+    absl::StatusOr<Extent> extent = Allocate(size, alignment);
+    if (!extent.ok()) return extent.status();
+    extents.push_back(*extent);
+  }
+  return extents;
+}
+
+absl::StatusOr<uint64_t> OffsetAllocator::FreeBatch(
+    std::span<const uint64_t> offsets) {
+  std::vector<uint64_t> sorted(offsets.begin(), offsets.end());
+  std::sort(sorted.begin(), sorted.end());
+  if (auto dup = std::adjacent_find(sorted.begin(), sorted.end());
+      dup != sorted.end()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("offset ", *dup, " appears more than once"));
+  }
+  uint64_t freed = 0;
+  for (uint64_t offset : offsets) {
+    absl::StatusOr<uint64_t> size = SizeOf(offset);
+    if (!size.ok()) return size.status();
+    freed += *size;
+  }
+  for (uint64_t offset : offsets) {
+    const absl::Status status = Free(offset);
+    if (!status.ok()) return status;  // SizeOf said live: cannot happen.
+  }
+  return freed;
 }
 
 }  // namespace shmalloc

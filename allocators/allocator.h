@@ -39,6 +39,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "allocators/undo_log.h"
 
 namespace shmalloc {
 
@@ -183,6 +184,39 @@ class OffsetAllocator {
   virtual Strategy strategy() const = 0;
   virtual uint64_t begin() const = 0;
   virtual uint64_t end() const = 0;
+
+  // Logs every metadata store of later Allocate/Free calls in `log` while a
+  // transaction is open on it (null: no logging). Reset is never logged: it
+  // is restartable instead (run again after a crash at any store, it ends in
+  // the state one uninterrupted Reset gives). Not thread-safe.
+  void set_undo_log(UndoLog* log) { undo_ = log; }
+
+  // Allocates `count` extents of `size` bytes each, all or nothing. On error
+  // the extents allocated so far are still in the metadata: the caller rolls
+  // them back by aborting the open transaction. Returns the first error of
+  // Allocate. REQUIRES: a transaction is open on the undo log.
+  [[nodiscard]] absl::StatusOr<std::vector<Extent>> AllocateBatch(
+      uint64_t size, uint64_t alignment, uint32_t count);
+
+  // Frees every offset, all or nothing: every offset is checked with SizeOf
+  // first (duplicates are FAILED_PRECONDITION), then each is freed. Returns
+  // the bytes released; INVALID_ARGUMENT / FAILED_PRECONDITION as for Free,
+  // state unchanged.
+  [[nodiscard]] absl::StatusOr<uint64_t> FreeBatch(
+      std::span<const uint64_t> offsets);
+
+ protected:
+  // Logs the metadata word at `word` before a store to it.
+  void Touch(const void* word) const {
+    if (undo_ != nullptr) undo_->Touch(word);
+  }
+  // Logs every metadata word of [addr, addr + bytes) before stores to them.
+  void TouchRange(const void* addr, uint64_t bytes) const {
+    if (undo_ != nullptr) undo_->TouchRange(addr, bytes);
+  }
+
+ private:
+  UndoLog* undo_ = nullptr;
 };
 
 // Shared argument checks, so every strategy reports the same codes.

@@ -1,0 +1,170 @@
+#include "allocators/undo_log.h"
+
+#include <unistd.h>
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+
+namespace shmalloc {
+namespace {
+
+// The crash-point hook is process-wide: one counter across every log, so a
+// test can stop an operation that spans several transactions at any store.
+uint64_t crash_at = 0;      // 0 = off
+uint64_t crash_passed = 0;  // crash points passed since SetCrashPoint
+int crash_exit_code = 0;
+
+// A compiler barrier: a crash is observed like a signal handler would see
+// the process, at an instruction boundary in program order, so ordering the
+// compiler's stores is all that is needed (kill -9 loses nothing that was
+// stored; the CPU's store buffer drains on its own).
+inline void Fence() { std::atomic_signal_fence(std::memory_order_seq_cst); }
+
+inline void CrashPoint() {
+  if (crash_at == 0) return;
+  if (++crash_passed == crash_at) _exit(crash_exit_code);
+}
+
+}  // namespace
+
+void UndoLog::SetCrashPoint(uint64_t k, int exit_code) {
+  crash_at = k;
+  crash_passed = 0;
+  crash_exit_code = exit_code;
+}
+
+uint64_t UndoLog::CrashPointsPassed() { return crash_passed; }
+
+absl::StatusOr<UndoLog> UndoLog::Format(std::span<std::byte> base,
+                                        std::span<std::byte> area) {
+  if (reinterpret_cast<uintptr_t>(area.data()) % 8 != 0 ||
+      area.size() < UndoLogBytes(1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "an undo log needs an 8-byte aligned area of at least ",
+        UndoLogBytes(1), " bytes (got ", area.size(), ")"));
+  }
+  UndoLog log(base, area);
+  UndoLogHeader* h = log.header();
+  std::memset(static_cast<void*>(h), 0, kUndoLogHeaderBytes);
+  h->capacity = (area.size() - kUndoLogHeaderBytes) / kUndoLogEntryBytes;
+  Fence();
+  h->magic = kUndoLogMagic;
+  return log;
+}
+
+absl::StatusOr<UndoLog> UndoLog::Open(std::span<std::byte> base,
+                                      std::span<std::byte> area) {
+  if (reinterpret_cast<uintptr_t>(area.data()) % 8 != 0 ||
+      area.size() < kUndoLogHeaderBytes) {
+    return absl::DataLossError("undo log area is too small or misaligned");
+  }
+  UndoLog log(base, area);
+  const UndoLogHeader* h = log.header();
+  if (h->magic != kUndoLogMagic) {
+    return absl::DataLossError("undo log has a bad magic");
+  }
+  if (h->capacity == 0 ||
+      h->capacity > (area.size() - kUndoLogHeaderBytes) / kUndoLogEntryBytes) {
+    return absl::DataLossError(absl::StrCat("undo log capacity ", h->capacity,
+                                            " does not fit its area of ",
+                                            area.size(), " bytes"));
+  }
+  const uint64_t length = h->length.load(std::memory_order_acquire);
+  if (length > h->capacity) {
+    return absl::DataLossError(absl::StrCat(
+        "undo log length ", length, " exceeds its capacity ", h->capacity));
+  }
+  return log;
+}
+
+absl::StatusOr<uint64_t> UndoLog::Recover() {
+  SHMALLOC_CHECK(!open_) << "Recover inside a transaction";
+  const uint64_t n = header()->length.load(std::memory_order_acquire);
+  const UndoLogEntry* e = entries();
+  for (uint64_t i = 0; i < n; ++i) {
+    if (e[i].offset % 8 != 0 || e[i].offset > base_.size() - 8) {
+      return absl::DataLossError(absl::StrCat("undo log entry ", i,
+                                              " names offset ", e[i].offset,
+                                              " outside the metadata"));
+    }
+  }
+  Undo(n);
+  return n;
+}
+
+void UndoLog::Begin() {
+  SHMALLOC_CHECK(!open_) << "nested transaction";
+  SHMALLOC_CHECK(length() == 0) << "transaction begun over an unrecovered log";
+  open_ = true;
+}
+
+void UndoLog::TouchSlow(const void* addr) {
+  CrashPoint();
+  const auto* p = static_cast<const std::byte*>(addr);
+  SHMALLOC_CHECK(p >= base_.data() && p < base_.data() + base_.size())
+      << "undo log: a store outside the logged metadata";
+  const uint64_t offset = static_cast<uint64_t>(p - base_.data()) & ~7ULL;
+  const auto* word = base_.data() + offset;
+  SHMALLOC_CHECK(word + 8 <= area_.data() ||
+                 word >= area_.data() + area_.size())
+      << "undo log: a store into the log itself";
+  if (!logged_.insert(offset).second) return;
+  UndoLogHeader* h = header();
+  const uint64_t n = h->length.load(std::memory_order_relaxed);
+  SHMALLOC_CHECK(n < h->capacity)
+      << "undo log full (" << h->capacity
+      << " entries): the transaction bound is wrong";
+  UndoLogEntry& entry = entries()[n];
+  entry.offset = offset;
+  std::memcpy(&entry.old_value, word, 8);
+  // release (and the fence): the entry is complete before the length that
+  // makes it count, and the caller's store comes after both.
+  h->length.store(n + 1, std::memory_order_release);
+  Fence();
+  CrashPoint();
+}
+
+void UndoLog::TouchRange(const void* addr, uint64_t bytes) {
+  if (!open_ || bytes == 0) return;
+  const auto start = reinterpret_cast<uintptr_t>(addr) & ~uintptr_t{7};
+  const auto end = reinterpret_cast<uintptr_t>(addr) + bytes;
+  for (uintptr_t w = start; w < end; w += 8) {
+    TouchSlow(reinterpret_cast<const void*>(w));
+  }
+}
+
+void UndoLog::Commit() {
+  SHMALLOC_CHECK(open_) << "Commit without Begin";
+  CrashPoint();
+  Fence();
+  UndoLogHeader* h = header();
+  // The commit point: one store. Before it the transaction rolls back, after
+  // it the stores stand. `committed` is diagnostic and written after.
+  h->length.store(0, std::memory_order_release);
+  Fence();
+  ++h->committed;
+  open_ = false;
+  logged_.clear();
+  CrashPoint();
+}
+
+void UndoLog::Abort() {
+  SHMALLOC_CHECK(open_) << "Abort without Begin";
+  Undo(length());
+  open_ = false;
+  logged_.clear();
+}
+
+void UndoLog::Undo(uint64_t n) {
+  const UndoLogEntry* e = entries();
+  for (uint64_t i = n; i-- > 0;) {
+    std::memcpy(base_.data() + e[i].offset, &e[i].old_value, 8);
+  }
+  Fence();
+  header()->length.store(0, std::memory_order_release);
+  Fence();
+}
+
+}  // namespace shmalloc
