@@ -198,32 +198,55 @@ uint16_t* Slab::entries(uint32_t slab) const {
 }
 
 void Slab::PushFront(uint32_t& head, uint32_t slab) {
-  slabs_[slab].prev = kSlabNilSlab;
-  slabs_[slab].next = head;
-  if (head != kSlabNilSlab) slabs_[head].prev = slab;
+  SlabDesc& d = slabs_[slab];
+  Touch(&d.prev);
+  Touch(&d.next);
+  d.prev = kSlabNilSlab;
+  d.next = head;
+  if (head != kSlabNilSlab) {
+    Touch(&slabs_[head].prev);
+    slabs_[head].prev = slab;
+  }
+  Touch(&head);
   head = slab;
 }
 
 void Slab::Unlink(uint32_t& head, uint32_t slab) {
   SlabDesc& d = slabs_[slab];
   if (d.prev != kSlabNilSlab) {
+    Touch(&slabs_[d.prev].next);
     slabs_[d.prev].next = d.next;
   } else {
+    Touch(&head);
     head = d.next;
   }
-  if (d.next != kSlabNilSlab) slabs_[d.next].prev = d.prev;
+  if (d.next != kSlabNilSlab) {
+    Touch(&slabs_[d.next].prev);
+    slabs_[d.next].prev = d.prev;
+  }
+  Touch(&d.prev);
+  Touch(&d.next);
   d.prev = d.next = kSlabNilSlab;
 }
 
+// Restartable, not logged (see Reset): every store writes a value that
+// depends only on the geometry, and nothing it stores is read back first, so
+// a run cut short at any store and then run again from the top ends in the
+// same bytes as one uninterrupted run. The free-slab list is therefore laid
+// out directly (0, 1, ..., M-1) instead of by PushFront, which reads the head.
+// Entries are not written: they are meaningless while carved == 0.
 void Slab::InitSlabs() {
   SlabState& st = state();
-  st.free_slab_head = kSlabNilSlab;
-  st.free_slabs = num_slabs_;
-  for (uint32_t s = num_slabs_; s-- > 0;) {
-    slabs_[s] = SlabDesc{kSlabNoClass,   0, kSlabNilSlab, kSlabNilSlab,
-                         kSlabNilObject, 0};
-    PushFront(st.free_slab_head, s);
+  for (uint32_t s = 0; s < num_slabs_; ++s) {
+    slabs_[s] = SlabDesc{kSlabNoClass,
+                         0,
+                         s == 0 ? kSlabNilSlab : s - 1,
+                         s + 1 < num_slabs_ ? s + 1 : kSlabNilSlab,
+                         kSlabNilObject,
+                         0};
   }
+  st.free_slab_head = 0;  // num_slabs_ >= 1
+  st.free_slabs = num_slabs_;
   for (uint32_t c = 0; c < num_classes_; ++c) {
     classes_[c].partial_head = kSlabNilSlab;
     classes_[c].slabs = 0;
@@ -250,36 +273,50 @@ absl::StatusOr<Extent> Slab::Allocate(uint64_t size, uint64_t alignment) {
   SlabState& st = state();
   if (cls.partial_head == kSlabNilSlab) {
     if (st.free_slab_head == kSlabNilSlab) {
+      Touch(&st.failed_allocations);
       ++st.failed_allocations;
       return absl::ResourceExhaustedError(absl::StrCat(
           "slab class ", cls.size, " is full and no slab is free"));
     }
     const uint32_t s = st.free_slab_head;
     Unlink(st.free_slab_head, s);
+    Touch(&st.free_slabs);
     --st.free_slabs;
+    TouchRange(&slabs_[s], sizeof(SlabDesc));
     slabs_[s] =
         SlabDesc{static_cast<uint16_t>(c), 0, kSlabNilSlab, kSlabNilSlab,
                  kSlabNilObject,           0};
     PushFront(cls.partial_head, s);
+    Touch(&cls.slabs);
     ++cls.slabs;
   }
   const uint32_t s = cls.partial_head;
   SlabDesc& d = slabs_[s];
   uint16_t* e = entries(s);
   uint32_t j;
+  Touch(&d.free_head);  // free_head and carved share a word
   if (d.free_head != kSlabNilObject) {
     j = d.free_head;
     d.free_head = e[j] & kSlabLowMask;
   } else {
     j = d.carved++;
   }
+  Touch(&e[j]);
   e[j] = kSlabLive | static_cast<uint16_t>(cls.size - size);
+  Touch(&d.live);
   if (++d.live == kSlabBytes / cls.size) Unlink(cls.partial_head, s);
+  Touch(&cls.live_objects);
   ++cls.live_objects;
+  Touch(&st.used_bytes);
   st.used_bytes += cls.size;
+  Touch(&st.requested_bytes);
   st.requested_bytes += size;
+  Touch(&st.live_allocations);
   ++st.live_allocations;
-  st.peak_used_bytes = std::max(st.peak_used_bytes, st.used_bytes);
+  if (st.used_bytes > st.peak_used_bytes) {
+    Touch(&st.peak_used_bytes);
+    st.peak_used_bytes = st.used_bytes;
+  }
   return Extent{begin_ + uint64_t{s} * kSlabBytes + uint64_t{j} * cls.size,
                 cls.size};
 }
@@ -312,24 +349,34 @@ absl::Status Slab::Free(uint64_t offset) {
   SlabClass& cls = classes_[d.cls];
   uint16_t* e = entries(s);
   const uint64_t requested = cls.size - (e[j] & kSlabLowMask);
+  Touch(&e[j]);
   e[j] = d.free_head;
+  Touch(&d.free_head);
   d.free_head = static_cast<uint16_t>(j);
   const bool was_full = d.live == kSlabBytes / cls.size;
+  Touch(&d.live);
   --d.live;
   SlabState& st = state();
   if (d.live == 0) {  // give the slab back
     if (!was_full) Unlink(cls.partial_head, s);
+    Touch(&cls.slabs);
     --cls.slabs;
+    TouchRange(&d, sizeof(SlabDesc));
     d = SlabDesc{kSlabNoClass,   0, kSlabNilSlab, kSlabNilSlab,
                  kSlabNilObject, 0};
     PushFront(st.free_slab_head, s);
+    Touch(&st.free_slabs);
     ++st.free_slabs;
   } else if (was_full) {
     PushFront(cls.partial_head, s);
   }
+  Touch(&cls.live_objects);
   --cls.live_objects;
+  Touch(&st.used_bytes);
   st.used_bytes -= cls.size;
+  Touch(&st.requested_bytes);
   st.requested_bytes -= requested;
+  Touch(&st.live_allocations);
   --st.live_allocations;
   return absl::OkStatus();
 }
@@ -340,6 +387,8 @@ absl::StatusOr<uint64_t> Slab::SizeOf(uint64_t offset) const {
   return classes_[slabs_[found->first].cls].size;
 }
 
+// Not logged and restartable: InitSlabs and the three counters are stores of
+// constants (peak and failure counters are not written at all).
 void Slab::Reset() {
   InitSlabs();
   SlabState& st = state();

@@ -42,6 +42,14 @@
 //   of a class with a partial slab, else 0 (what Allocate(size, 1) could
 //   return right now)
 //
+// Crash atomicity: Allocate and Free Touch() every metadata word before they
+// store to it, so with an undo log set (set_undo_log) and a transaction open
+// a crash at any store rolls back to the state before the operation. One
+// operation logs at most kMaxLoggedWordsPerOp words. Reset is not logged but
+// restartable: it stores only values fixed by the geometry and reads nothing
+// it stores, so a Reset cut short and run again gives the bytes one Reset
+// gives.
+//
 // Thread-safety: not thread-safe; the daemon holds a per-region lock.
 #ifndef ALLOCATORS_SLAB_H_
 #define ALLOCATORS_SLAB_H_
@@ -122,6 +130,25 @@ struct SlabClassStats {
 
 class Slab final : public OffsetAllocator {
  public:
+  // The most distinct 8-byte metadata words one Allocate or one Free stores
+  // to, i.e. what its transaction logs (a batch of n operations logs at most
+  // n times this; the daemon sizes a region's undo log from it). Words are
+  // SlabState {free_slab_head|free_slabs, used, requested, live, peak,
+  // failed}, SlabClass {size|partial_head, slabs, live_objects}, SlabDesc
+  // {cls|live|prev, next|free_head|carved} and one word of entries.
+  //   Allocate taking a free slab: state.free_slab_head, the next free
+  //   slab's prev, the slab's 2 words, class partial_head, class slabs (6);
+  //   the object: its entry word (the slab's words again) (1); then class
+  //   live_objects, used, requested, live, peak (5): 12. (It never fills a
+  //   fresh slab: every class holds >= 2 objects.) From a partial slab: the
+  //   slab's 2 words, the entry, partial_head and the next partial slab's
+  //   prev when the slab fills, live_objects and 4 counters: 10. Failing: 1.
+  //   Free: the entry, the slab's 2 words (3); giving the slab back: its
+  //   partial-list neighbours' links or partial_head (2), class slabs (1),
+  //   the first free slab's prev and free_slab_head (2); live_objects, used,
+  //   requested, live (4): 12.
+  static constexpr uint64_t kMaxLoggedWordsPerOp = 12;
+
   // Returns the metadata bytes Create needs for `options` (begin, end,
   // size_classes; empty = 16, 32, ..., 16384). INVALID_ARGUMENT for a bad
   // range, classes that are not ascending multiples of 8 in [8, 32768] (at
@@ -167,7 +194,8 @@ class Slab final : public OffsetAllocator {
   [[nodiscard]] absl::StatusOr<uint64_t> SizeOf(uint64_t offset) const override;
 
   // Frees every object and slab; peak and failure counters are kept. O(M).
-  // Not thread-safe.
+  // Not logged in the undo log; restartable (see the file comment). Not
+  // thread-safe.
   void Reset() override;
 
   // Returns the current figures. O(C). Not thread-safe.
