@@ -21,7 +21,6 @@ using free_list_internal::kFree;
 using free_list_internal::kGranule;
 using free_list_internal::kLive;
 using free_list_internal::kMaxExtentsLimit;
-using free_list_internal::kMinHashBits;
 using free_list_internal::kNil;
 using free_list_internal::kScanLimit;
 using free_list_internal::kSlCount;
@@ -35,15 +34,23 @@ void FreeList::LoadHashGeometry() {
   hash_shift_ = 64 - control_->hash_bits;
 }
 
+// Every helper below Touch()es each metadata word before its first store, so
+// an open undo-log transaction records the old value (the log keeps a word
+// once, so touching a word twice costs nothing in the log).
+
 uint32_t FreeList::PopUnused() {
   const uint32_t n = control_->unused_head;
-  control_->unused_head = nodes_[n].bin_next;
-  nodes_[n].bin_next = kNil;
+  Touch(&control_->unused_head);
+  control_->unused_head = nodes_[n].link_next;
+  Touch(&nodes_[n].link_next);
+  nodes_[n].link_next = kNil;
   return n;
 }
 
 void FreeList::PushUnused(uint32_t n) {
+  TouchRange(&nodes_[n], sizeof(Node));
   nodes_[n] = Node{0, 0, kNil, kNil, kNil, control_->unused_head, kUnused, 0};
+  Touch(&control_->unused_head);
   control_->unused_head = n;
 }
 
@@ -51,34 +58,57 @@ void FreeList::InsertInBin(uint32_t n) {
   Node& node = nodes_[n];
   const BinIndex b = BinOf(node.size / kGranule);
   uint32_t& head = control_->bin_head[b.fl][b.sl];
+  Touch(&node.state);  // state and slack share a word
   node.state = kFree;
   node.slack = 0;
-  node.bin_prev = kNil;
-  node.bin_next = head;
-  if (head != kNil) nodes_[head].bin_prev = n;
+  Touch(&node.link_prev);  // link_prev and link_next share a word
+  node.link_prev = kNil;
+  node.link_next = head;
+  if (head != kNil) {
+    Touch(&nodes_[head].link_prev);
+    nodes_[head].link_prev = n;
+  }
+  Touch(&head);
   head = n;
-  control_->sl_bitmap[b.fl] |= 1u << b.sl;
-  control_->fl_bitmap |= uint64_t{1} << b.fl;
+  // The bitmaps are touched only when the bin was empty (they change then).
+  if (!(control_->sl_bitmap[b.fl] & (1u << b.sl))) {
+    Touch(&control_->sl_bitmap[b.fl]);
+    control_->sl_bitmap[b.fl] |= 1u << b.sl;
+  }
+  if (!(control_->fl_bitmap & (uint64_t{1} << b.fl))) {
+    Touch(&control_->fl_bitmap);
+    control_->fl_bitmap |= uint64_t{1} << b.fl;
+  }
+  Touch(&control_->free_extents);
   ++control_->free_extents;
 }
 
 void FreeList::RemoveFromBin(uint32_t n) {
   Node& node = nodes_[n];
-  if (node.bin_next != kNil) nodes_[node.bin_next].bin_prev = node.bin_prev;
-  if (node.bin_prev != kNil) {
-    nodes_[node.bin_prev].bin_next = node.bin_next;
+  if (node.link_next != kNil) {
+    Touch(&nodes_[node.link_next].link_prev);
+    nodes_[node.link_next].link_prev = node.link_prev;
+  }
+  if (node.link_prev != kNil) {
+    Touch(&nodes_[node.link_prev].link_next);
+    nodes_[node.link_prev].link_next = node.link_next;
   } else {
     const BinIndex b = BinOf(node.size / kGranule);
-    control_->bin_head[b.fl][b.sl] = node.bin_next;
-    if (node.bin_next == kNil) {
+    Touch(&control_->bin_head[b.fl][b.sl]);
+    control_->bin_head[b.fl][b.sl] = node.link_next;
+    if (node.link_next == kNil) {
+      Touch(&control_->sl_bitmap[b.fl]);
       control_->sl_bitmap[b.fl] &= ~(1u << b.sl);
       if (control_->sl_bitmap[b.fl] == 0) {
+        Touch(&control_->fl_bitmap);
         control_->fl_bitmap &= ~(uint64_t{1} << b.fl);
       }
     }
   }
-  node.bin_prev = kNil;
-  node.bin_next = kNil;
+  Touch(&node.link_prev);
+  node.link_prev = kNil;
+  node.link_next = kNil;
+  Touch(&control_->free_extents);
   --control_->free_extents;
 }
 
@@ -114,7 +144,7 @@ uint32_t FreeList::FindFit(uint64_t size, uint64_t alignment) const {
     uint32_t best = kNil;
     uint32_t budget = is_top ? UINT32_MAX : kScanLimit;
     for (uint32_t n = head; n != kNil && budget > 0;
-         n = nodes_[n].bin_next, --budget) {
+         n = nodes_[n].link_next, --budget) {
       const Node& node = nodes_[n];
       if (!fits(node)) continue;
       if (best == kNil || node.size < nodes_[best].size) best = n;
@@ -145,6 +175,7 @@ absl::StatusOr<Extent> FreeList::Allocate(uint64_t size, uint64_t alignment) {
   const uint32_t n = FindFit(size, alignment);
   Control& c = *control_;
   if (n == kNil) {
+    Touch(&c.failed_allocations);
     ++c.failed_allocations;
     return absl::ResourceExhaustedError(
         absl::StrCat("no free extent holds ", size, " bytes aligned to ",
@@ -163,6 +194,7 @@ absl::StatusOr<Extent> FreeList::Allocate(uint64_t size, uint64_t alignment) {
   const uint64_t nodes_needed = (gap > 0) + (rest > 0);
   const uint64_t unused = max_extents_ - c.live_allocations - c.free_extents;
   if (unused < nodes_needed) {
+    Touch(&c.failed_allocations);
     ++c.failed_allocations;
     return absl::ResourceExhaustedError(absl::StrCat(
         "all ", max_extents_,
@@ -173,15 +205,19 @@ absl::StatusOr<Extent> FreeList::Allocate(uint64_t size, uint64_t alignment) {
   RemoveFromBin(n);
   if (gap > 0) {
     const uint32_t g = PopUnused();
+    TouchRange(&nodes_[g], offsetof(Node, link_prev));  // offset..next_addr
     nodes_[g].offset = node.offset;
     nodes_[g].size = gap;
     nodes_[g].prev_addr = node.prev_addr;
     nodes_[g].next_addr = n;
     if (node.prev_addr != kNil) {
+      Touch(&nodes_[node.prev_addr].next_addr);
       nodes_[node.prev_addr].next_addr = g;
     } else {
+      Touch(&c.head_node);
       c.head_node = g;
     }
+    TouchRange(&node, offsetof(Node, link_prev));
     node.prev_addr = g;
     node.offset = start;
     node.size -= gap;
@@ -189,27 +225,38 @@ absl::StatusOr<Extent> FreeList::Allocate(uint64_t size, uint64_t alignment) {
   }
   if (rest > 0) {
     const uint32_t r = PopUnused();
+    TouchRange(&nodes_[r], offsetof(Node, link_prev));
     nodes_[r].offset = start + take;
     nodes_[r].size = rest;
     nodes_[r].prev_addr = n;
     nodes_[r].next_addr = node.next_addr;
     if (node.next_addr != kNil) {
+      Touch(&nodes_[node.next_addr].prev_addr);
       nodes_[node.next_addr].prev_addr = r;
     } else {
+      Touch(&c.tail_node);
       c.tail_node = r;
     }
+    Touch(&node.next_addr);
     node.next_addr = r;
+    Touch(&node.size);
     node.size = take;
     InsertInBin(r);
   }
+  Touch(&node.state);
   node.state = kLive;
   node.slack = static_cast<uint32_t>(take - size);
   HashInsert(n);
-  if (2 * (c.live_allocations + 1) > hash_mask_ + 1) Rehash(c.hash_bits + 1);
+  Touch(&c.used_bytes);
   c.used_bytes += take;
+  Touch(&c.requested_bytes);
   c.requested_bytes += size;
+  Touch(&c.live_allocations);
   ++c.live_allocations;
-  c.peak_used_bytes = std::max(c.peak_used_bytes, c.used_bytes);
+  if (c.used_bytes > c.peak_used_bytes) {
+    Touch(&c.peak_used_bytes);
+    c.peak_used_bytes = c.used_bytes;
+  }
   return Extent{start, take};
 }
 
@@ -217,25 +264,31 @@ absl::Status FreeList::Free(uint64_t offset) {
   if (absl::Status s = ValidateOffsetInRange(offset, begin_, end_); !s.ok()) {
     return s;
   }
-  const uint64_t slot = FindSlot(offset);
-  if (slot == kNil) {
+  uint32_t n = FindLive(offset);
+  if (n == kNil) {
     return absl::FailedPreconditionError(absl::StrCat(
         "offset ", offset, " is not the start of a live allocation"));
   }
-  uint32_t n = slots_[slot];
-  HashErase(slot);
+  HashErase(n);
   Control& c = *control_;
+  Touch(&c.used_bytes);
   c.used_bytes -= nodes_[n].size;
+  Touch(&c.requested_bytes);
   c.requested_bytes -= nodes_[n].size - nodes_[n].slack;
+  Touch(&c.live_allocations);
   --c.live_allocations;
   const uint32_t prev = nodes_[n].prev_addr;
   if (prev != kNil && nodes_[prev].state == kFree) {  // absorb n into prev
     RemoveFromBin(prev);
+    Touch(&nodes_[prev].size);
     nodes_[prev].size += nodes_[n].size;
+    Touch(&nodes_[prev].next_addr);
     nodes_[prev].next_addr = nodes_[n].next_addr;
     if (nodes_[n].next_addr != kNil) {
+      Touch(&nodes_[nodes_[n].next_addr].prev_addr);
       nodes_[nodes_[n].next_addr].prev_addr = prev;
     } else {
+      Touch(&c.tail_node);
       c.tail_node = prev;
     }
     PushUnused(n);
@@ -244,19 +297,20 @@ absl::Status FreeList::Free(uint64_t offset) {
   const uint32_t next = nodes_[n].next_addr;
   if (next != kNil && nodes_[next].state == kFree) {  // absorb next into n
     RemoveFromBin(next);
+    Touch(&nodes_[n].size);
     nodes_[n].size += nodes_[next].size;
+    Touch(&nodes_[n].next_addr);
     nodes_[n].next_addr = nodes_[next].next_addr;
     if (nodes_[next].next_addr != kNil) {
+      Touch(&nodes_[nodes_[next].next_addr].prev_addr);
       nodes_[nodes_[next].next_addr].prev_addr = n;
     } else {
+      Touch(&c.tail_node);
       c.tail_node = n;
     }
     PushUnused(next);
   }
   InsertInBin(n);
-  if (c.hash_bits > kMinHashBits && 8 * c.live_allocations < hash_mask_ + 1) {
-    Rehash(c.hash_bits - 1);
-  }
   return absl::OkStatus();
 }
 
@@ -264,12 +318,12 @@ absl::StatusOr<uint64_t> FreeList::SizeOf(uint64_t offset) const {
   if (absl::Status s = ValidateOffsetInRange(offset, begin_, end_); !s.ok()) {
     return s;
   }
-  const uint64_t slot = FindSlot(offset);
-  if (slot == kNil) {
+  const uint32_t n = FindLive(offset);
+  if (n == kNil) {
     return absl::FailedPreconditionError(absl::StrCat(
         "offset ", offset, " is not the start of a live allocation"));
   }
-  return nodes_[slots_[slot]].size;
+  return nodes_[n].size;
 }
 
 AllocatorStats FreeList::Stats() const {
@@ -285,7 +339,7 @@ AllocatorStats FreeList::Stats() const {
   if (c.fl_bitmap != 0) {
     const uint32_t fl = 63 - std::countl_zero(c.fl_bitmap);
     const uint32_t sl = 31 - std::countl_zero(c.sl_bitmap[fl]);
-    for (uint32_t n = c.bin_head[fl][sl]; n != kNil; n = nodes_[n].bin_next) {
+    for (uint32_t n = c.bin_head[fl][sl]; n != kNil; n = nodes_[n].link_next) {
       stats.largest_free_bytes =
           std::max(stats.largest_free_bytes, nodes_[n].size);
     }
@@ -294,48 +348,52 @@ AllocatorStats FreeList::Stats() const {
   return stats;
 }
 
-// Hash table: linear probing on offset / kGranule (Fibonacci hashing), with
-// backward-shift deletion so lookups never meet tombstones.
+// Hash table: separate chaining on offset / kGranule (Fibonacci hashing).
+// A live node's link_prev / link_next (its bin links while it was free) chain
+// it into its bucket, so insert and erase store O(1) words whatever the
+// bucket holds, and the table never resizes (see free_list.h for why).
 uint64_t FreeList::HomeSlot(uint64_t offset) const {
   return ((offset / kGranule) * 0x9E3779B97F4A7C15ull) >> hash_shift_;
 }
 
-uint64_t FreeList::FindSlot(uint64_t offset) const {
-  for (uint64_t i = HomeSlot(offset);; i = (i + 1) & hash_mask_) {
-    const uint32_t n = slots_[i];
-    if (n == kNil) return kNil;
-    if (nodes_[n].offset == offset) return i;
+uint32_t FreeList::FindLive(uint64_t offset) const {
+  for (uint32_t n = slots_[HomeSlot(offset)]; n != kNil;
+       n = nodes_[n].link_next) {
+    if (nodes_[n].offset == offset) return n;
   }
+  return kNil;
 }
 
 void FreeList::HashInsert(uint32_t n) {
-  uint64_t i = HomeSlot(nodes_[n].offset);
-  while (slots_[i] != kNil) i = (i + 1) & hash_mask_;
-  slots_[i] = n;
+  uint32_t& head = slots_[HomeSlot(nodes_[n].offset)];
+  Touch(&nodes_[n].link_prev);  // link_prev and link_next share a word
+  nodes_[n].link_prev = kNil;
+  nodes_[n].link_next = head;
+  if (head != kNil) {
+    Touch(&nodes_[head].link_prev);
+    nodes_[head].link_prev = n;
+  }
+  Touch(&head);
+  head = n;
 }
 
-void FreeList::HashErase(uint64_t slot) {
-  uint64_t hole = slot;
-  for (uint64_t j = (hole + 1) & hash_mask_; slots_[j] != kNil;
-       j = (j + 1) & hash_mask_) {
-    const uint64_t home = HomeSlot(nodes_[slots_[j]].offset);
-    // Move j into the hole unless its home lies cyclically in (hole, j].
-    if (((j - home) & hash_mask_) >= ((j - hole) & hash_mask_)) {
-      slots_[hole] = slots_[j];
-      hole = j;
-    }
+void FreeList::HashErase(uint32_t n) {
+  Node& node = nodes_[n];
+  if (node.link_next != kNil) {
+    Touch(&nodes_[node.link_next].link_prev);
+    nodes_[node.link_next].link_prev = node.link_prev;
   }
-  slots_[hole] = kNil;
-}
-
-void FreeList::Rehash(uint32_t bits) {
-  const uint64_t clear = std::max(hash_mask_ + 1, uint64_t{1} << bits);
-  std::memset(slots_, 0xFF, clear * sizeof(uint32_t));
-  control_->hash_bits = bits;
-  LoadHashGeometry();
-  for (uint32_t n = control_->head_node; n != kNil; n = nodes_[n].next_addr) {
-    if (nodes_[n].state == kLive) HashInsert(n);
+  if (node.link_prev != kNil) {
+    Touch(&nodes_[node.link_prev].link_next);
+    nodes_[node.link_prev].link_next = node.link_next;
+  } else {
+    uint32_t& head = slots_[HomeSlot(node.offset)];
+    Touch(&head);
+    head = node.link_next;
   }
+  Touch(&node.link_prev);
+  node.link_prev = kNil;
+  node.link_next = kNil;
 }
 
 }  // namespace shmalloc

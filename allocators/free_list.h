@@ -5,12 +5,23 @@
 // node table in the metadata span; nodes are chained by address (so a freed
 // extent merges with free neighbours at once) and free nodes also sit in one
 // of 64 x 16 segregated size bins with two-level bitmaps (O(1) search for a
-// bin that surely fits). An open-addressing hash table (linear probing,
-// backward-shift deletion, no tombstones) maps a live extent's offset to its
-// node, so Free and SizeOf are O(1) and reject every bad offset. Its array is
-// sized for max_extents, but only a power-of-two prefix is active, resized
-// (by re-inserting the live extents of the address chain) to keep the load
-// between 1/8 and 1/2: the probed slots stay cache-resident (amortized O(1)).
+// bin that surely fits). A chained hash table maps a live extent's offset to
+// its node, so Free and SizeOf are O(1) expected and reject every bad offset:
+// hash_slots >= 2 * max_extents bucket heads, and a live node's link fields
+// (its bin links while free) chain it into its bucket. The table has a fixed
+// size, so the load stays <= 1/2 without ever resizing.
+//
+// Why chaining and no resize: every Allocate and Free is one undo-log
+// transaction whose log is bounded, so an operation may store only O(1)
+// words. The former design (linear probing over an active prefix that was
+// rehashed between loads 1/8 and 1/2) rewrote the whole table in one
+// operation now and then, and its backward-shift deletion moves as many
+// slots as the cluster is long. With doubly linked bucket chains an insert
+// stores 3 words and an erase 3, whatever the chains hold; a long chain
+// costs only reads. Keeping the table derived (not logged, rebuilt at
+// Attach) was rejected because an in-process Abort would leave it stale.
+// What is lost is cache residency of a small active prefix: a lookup now
+// reads one random bucket of the full table.
 //
 // Sizes are rounded up to kGranule = 16 bytes; every extent starts on a
 // granule. Alignments above 16 (up to kMaxAlignment) are honoured by splitting
@@ -20,7 +31,8 @@
 //   0            MetaHeader        64 B   param = max_extents
 //   64           FreeListControl   4,456 B  counters, bitmaps, bin heads
 //   nodes_offset Node[max_extents] 40 B each (64-aligned)
-//   hash_offset  uint32_t[hash_slots]  node index or kNil (64-aligned)
+//   hash_offset  uint32_t[hash_slots]  bucket head: node index or kNil
+//                                      (64-aligned)
 //   total        = hash_offset + 4 * hash_slots  (== MetadataBytes)
 //
 // Invariants (CheckInvariants verifies each one):
@@ -32,12 +44,20 @@
 //   node n kFree  <=> n is in bin BinOf(size_n / kGranule), exactly once;
 //   bin_head[f][s] != kNil <=> bit s of sl_bitmap[f]; sl_bitmap[f] != 0 <=>
 //     bit f of fl_bitmap;
-//   node n kLive  <=> hash lookup(offset_n) == n; #non-empty slots == live;
-//   2 * live <= 2^hash_bits <= hash_slots; slots at or above 2^hash_bits are
-//     empty;
+//   node n kLive  <=> n is in the chain of bucket HomeSlot(offset_n), exactly
+//     once (doubly linked by link_prev/link_next, kNil-terminated); the
+//     chains hold exactly the live nodes; 2^hash_bits == hash_slots;
 //   used_bytes == sum of size over kLive; requested_bytes == sum of
 //     (size - slack) over kLive; live_allocations == #kLive;
 //   peak_used_bytes >= used_bytes; slack < 2 * kGranule.
+//
+// Crash atomicity: Allocate and Free Touch() every metadata word before they
+// store to it, so with an undo log set (set_undo_log) and a transaction open
+// a crash at any store rolls back to the state before the operation. One
+// operation logs at most FreeList::kMaxLoggedWordsPerOp words. Reset is not
+// logged but restartable: it stores only values fixed by the geometry and
+// reads back only what it stored itself, so a Reset cut short at any store
+// and run again gives the bytes one Reset gives.
 //
 // Thread-safety: not thread-safe; the daemon holds a per-region lock.
 #ifndef ALLOCATORS_FREE_LIST_H_
@@ -66,9 +86,9 @@ inline constexpr uint32_t kFlCount = 64;  // first-level bins (covers 2^64 B)
 inline constexpr uint64_t kMaxExtentsLimit = (uint64_t{1} << 31) - 1;
 // Free extents examined in a bin that may hold blocks too small (the request's
 // own bin) before moving on to a bin whose blocks all fit: good fit, bounded.
+// (The highest non-empty bin is scanned whole, so that RESOURCE_EXHAUSTED and
+// largest_free_bytes are exact: O(extents in that bin), reads only.)
 inline constexpr uint32_t kScanLimit = 16;
-// The smallest active hash table: 2^10 slots = 4 KiB (or the whole array).
-inline constexpr uint32_t kMinHashBits = 10;
 
 enum NodeState : uint32_t {
   kUnused = 0,  // on the unused-node list, describes nothing
@@ -82,8 +102,10 @@ struct Node {
   uint64_t size;       // bytes (multiple of kGranule except the tail extent)
   uint32_t prev_addr;  // node of the extent just below, kNil at begin
   uint32_t next_addr;  // node of the extent just above, kNil at end
-  uint32_t bin_prev;   // kFree: previous node in its bin, kNil at the head
-  uint32_t bin_next;   // kFree: next node in its bin; kUnused: next unused
+  uint32_t link_prev;  // kFree: previous node in its bin; kLive: previous
+                       // node in its hash bucket; kNil at the head
+  uint32_t link_next;  // kFree: next node in its bin; kLive: next node in its
+                       // hash bucket; kUnused: next unused; kNil at the end
   uint32_t state;      // a NodeState
   uint32_t slack;      // kLive: size - requested bytes; otherwise 0
 };
@@ -94,21 +116,21 @@ static_assert(offsetof(Node, state) == 32);
 
 // The allocator's mutable state, right after the MetaHeader. 4,456 bytes.
 struct FreeListControl {
-  uint64_t max_extents;         // nodes in the node table (== header.param)
-  uint64_t hash_slots;          // power of two >= 2 * max_extents
-  uint64_t nodes_offset;        // byte position of the node table in the span
-  uint64_t hash_offset;         // byte position of the hash table in the span
-  uint64_t used_bytes;          // sum of sizes of kLive nodes
-  uint64_t requested_bytes;     // sum of (size - slack) of kLive nodes
-  uint64_t live_allocations;    // number of kLive nodes
-  uint64_t peak_used_bytes;     // max used_bytes since creation
-  uint64_t failed_allocations;  // Allocate calls that ran out of space/nodes
-  uint64_t free_extents;        // number of kFree nodes
-  uint64_t fl_bitmap;           // bit f set <=> sl_bitmap[f] != 0
-  uint32_t head_node;           // node whose offset == begin
-  uint32_t tail_node;           // node whose offset + size == end
-  uint32_t unused_head;         // first kUnused node, kNil when none
-  uint32_t hash_bits;           // log2(active slots), 2^hash_bits <= hash_slots
+  uint64_t max_extents;          // nodes in the node table (== header.param)
+  uint64_t hash_slots;           // power of two >= 2 * max_extents
+  uint64_t nodes_offset;         // byte position of the node table in the span
+  uint64_t hash_offset;          // byte position of the hash table in the span
+  uint64_t used_bytes;           // sum of sizes of kLive nodes
+  uint64_t requested_bytes;      // sum of (size - slack) of kLive nodes
+  uint64_t live_allocations;     // number of kLive nodes
+  uint64_t peak_used_bytes;      // max used_bytes since creation
+  uint64_t failed_allocations;   // Allocate calls that ran out of space/nodes
+  uint64_t free_extents;         // number of kFree nodes
+  uint64_t fl_bitmap;            // bit f set <=> sl_bitmap[f] != 0
+  uint32_t head_node;            // node whose offset == begin
+  uint32_t tail_node;            // node whose offset + size == end
+  uint32_t unused_head;          // first kUnused node, kNil when none
+  uint32_t hash_bits;            // log2(hash_slots)
   uint32_t sl_bitmap[kFlCount];  // bit s set <=> bin_head[f][s] != kNil
   uint32_t bin_head[kFlCount][kSlCount];  // first kFree node per bin or kNil
 };
@@ -138,6 +160,30 @@ inline BinIndex BinOf(uint64_t granules) {
 
 class FreeList final : public OffsetAllocator {
  public:
+  // The most distinct 8-byte metadata words one Allocate or one Free stores
+  // to, i.e. what its transaction logs (a batch of n operations logs at most
+  // n times this; the daemon sizes a region's undo log from it). A node is 5
+  // words {offset, size, prev_addr|next_addr, link_prev|link_next,
+  // state|slack}; the control words are the counters, fl_bitmap,
+  // head_node|tail_node, unused_head, and one word each of sl_bitmap and
+  // bin_head per bin touched.
+  //   Allocate that splits both an alignment gap g and a rest r off node n
+  //   (the worst case): the 5 words of each of n, g and r (15); the node
+  //   below g and the node above r, one address word each, or the
+  //   head|tail word (2); n's old bin: its neighbours' links or bin_head
+  //   and sl_bitmap (2); the old heads of g's and r's bins (2) and those
+  //   bins' bin_head and sl_bitmap words (4); fl_bitmap, free_extents,
+  //   unused_head (3); n's bucket word and the old bucket head's links (2);
+  //   used, requested, live, peak (4): 34.
+  //   Free that merges with both neighbours, p below and x above: n's and
+  //   x's 5 words (they become unused) and p's 4 (its offset stays) (14);
+  //   n's bucket neighbours' links or the bucket word (2); p's and x's old
+  //   bins (2 + 2); the node above x, one word, or head|tail (1); the old
+  //   head of p's new bin, its bin_head and sl_bitmap words (3); fl_bitmap,
+  //   free_extents, unused_head (3); used, requested, live (3): 30.
+  //   A failing Allocate: 1 (failed_allocations).
+  static constexpr uint64_t kMaxLoggedWordsPerOp = 34;
+
   // Returns the metadata bytes `options` needs (layout above): about
   // 48 B per extent descriptor. INVALID_ARGUMENT for a bad range, a
   // capacity below 16 bytes, or max_extents above 2^31 - 1.
@@ -185,8 +231,9 @@ class FreeList final : public OffsetAllocator {
   [[nodiscard]] absl::StatusOr<uint64_t> SizeOf(uint64_t offset) const override;
 
   // Frees every live extent: the capacity becomes one free extent again.
-  // peak_used_bytes and failed_allocations are kept. O(max_extents).
-  // Not thread-safe.
+  // peak_used_bytes and failed_allocations are kept. O(max_extents +
+  // hash_slots). Not logged in the undo log; restartable (see the file
+  // comment). Not thread-safe.
   void Reset() override;
 
   // Returns a snapshot; largest_free_bytes is exact (a scan of the highest
@@ -212,7 +259,8 @@ class FreeList final : public OffsetAllocator {
   explicit FreeList(std::span<std::byte> meta);
 
   // Formats the nodes, bins and hash table as one free extent; keeps peak and
-  // failure counters.
+  // failure counters. Never Touch()es (Reset is not logged) and restartable:
+  // see the file comment.
   void Format();
   void InsertInBin(uint32_t n);
   void RemoveFromBin(uint32_t n);
@@ -221,14 +269,12 @@ class FreeList final : public OffsetAllocator {
   // Returns the node whose free extent will hold `size` at `alignment`, or
   // kNil.
   uint32_t FindFit(uint64_t size, uint64_t alignment) const;
-  // Returns the hash slot holding live node for `offset`, or kNil.
-  uint64_t FindSlot(uint64_t offset) const;
+  // Returns the live node whose extent starts at `offset`, or kNil.
+  uint32_t FindLive(uint64_t offset) const;
+  // Chains node n into / out of its bucket (3 words stored each).
   void HashInsert(uint32_t n);
-  void HashErase(uint64_t slot);
+  void HashErase(uint32_t n);
   uint64_t HomeSlot(uint64_t offset) const;
-  // Makes the first 2^bits slots the active table and re-inserts every live
-  // extent (a walk of the address chain).
-  void Rehash(uint32_t bits);
   // Caches the active table's mask and shift from the control block.
   void LoadHashGeometry();
   absl::Status CheckChainAndCounters() const;
@@ -242,7 +288,7 @@ class FreeList final : public OffsetAllocator {
   uint64_t begin_;
   uint64_t end_;
   uint64_t max_extents_;
-  uint64_t hash_mask_;   // 2^hash_bits - 1 (the active table)
+  uint64_t hash_mask_;   // 2^hash_bits - 1
   uint32_t hash_shift_;  // 64 - hash_bits
 };
 

@@ -110,7 +110,7 @@ absl::Status FreeList::CheckChainAndCounters() const {
                                n_free + n_live, " are free or live"));
   }
   uint64_t unused_length = 0;
-  for (uint32_t n = c.unused_head; n != kNil; n = nodes_[n].bin_next) {
+  for (uint32_t n = c.unused_head; n != kNil; n = nodes_[n].link_next) {
     if (n >= max_extents_ || nodes_[n].state != kUnused ||
         ++unused_length > n_unused) {
       return Broken(absl::StrCat("unused-node list reaches node ", n));
@@ -147,14 +147,14 @@ absl::Status FreeList::CheckBins() const {
         return Broken(absl::StrCat("sl_bitmap bit ", f, ".", s, " disagrees"));
       }
       uint32_t prev = kNil;
-      for (uint32_t n = head; n != kNil; n = nodes_[n].bin_next) {
+      for (uint32_t n = head; n != kNil; n = nodes_[n].link_next) {
         if (n >= max_extents_ || ++in_bins > c.free_extents) {
           return Broken(absl::StrCat("bin ", f, ".", s, " reaches node ", n));
         }
         const Node& node = nodes_[n];
         const free_list_internal::BinIndex b =
             free_list_internal::BinOf(node.size / kGranule);
-        if (node.state != kFree || node.bin_prev != prev || b.fl != f ||
+        if (node.state != kFree || node.link_prev != prev || b.fl != f ||
             b.sl != s) {
           return Broken(absl::StrCat("node ", n, " of size ", node.size,
                                      " is misfiled in bin ", f, ".", s));
@@ -171,36 +171,35 @@ absl::Status FreeList::CheckBins() const {
 }
 
 absl::Status FreeList::CheckHash() const {
-  uint64_t occupied = 0;
-  for (uint64_t i = 0; i < control_->hash_slots; ++i) {
-    const uint32_t n = slots_[i];
-    if (n == kNil) continue;
-    ++occupied;
-    if (i > hash_mask_) {
-      return Broken(absl::StrCat("hash slot ", i, " beyond the active ",
-                                 hash_mask_ + 1, " is not empty"));
-    }
-    if (n >= max_extents_ || nodes_[n].state != kLive) {
-      return Broken(absl::StrCat("hash slot ", i, " names node ", n,
-                                 " which is not live"));
+  const uint64_t live = control_->live_allocations;
+  if (hash_mask_ + 1 != control_->hash_slots) {
+    return Broken(absl::StrCat("hash table uses ", hash_mask_ + 1, " of ",
+                               control_->hash_slots, " buckets"));
+  }
+  // Every chain: live nodes of that bucket, consistent back links, and all
+  // chains together no longer than `live` (which bounds every walk).
+  uint64_t chained = 0;
+  for (uint64_t b = 0; b < control_->hash_slots; ++b) {
+    uint32_t prev = kNil;
+    for (uint32_t n = slots_[b]; n != kNil; n = nodes_[n].link_next) {
+      if (n >= max_extents_ || ++chained > live) {
+        return Broken(absl::StrCat("hash bucket ", b, " reaches node ", n,
+                                   " (or more than ", live, " live nodes)"));
+      }
+      const Node& node = nodes_[n];
+      if (node.state != kLive || node.link_prev != prev ||
+          HomeSlot(node.offset) != b) {
+        return Broken(
+            absl::StrCat("node ", n, " is misfiled in hash bucket ", b));
+      }
+      prev = n;
     }
   }
-  if (occupied != control_->live_allocations) {
-    return Broken(absl::StrCat("hash holds ", occupied, " entries for ",
-                               control_->live_allocations, " live extents"));
-  }
-  if (2 * occupied > hash_mask_ + 1) {
-    return Broken(absl::StrCat("hash load ", occupied, "/", hash_mask_ + 1,
-                               " is above 1/2"));
-  }
-  // occupied < active slots, so every probe meets an empty slot.
-  for (uint64_t i = 0; i < max_extents_; ++i) {
-    if (nodes_[i].state != kLive) continue;
-    const uint64_t slot = FindSlot(nodes_[i].offset);
-    if (slot == kNil || slots_[slot] != i) {
-      return Broken(absl::StrCat("live node ", i, " at ", nodes_[i].offset,
-                                 " is not found by its offset"));
-    }
+  // A node is chained at most once (a repeat would break its back link), so
+  // `live` chained live nodes are all of them.
+  if (chained != live) {
+    return Broken(absl::StrCat("hash holds ", chained, " entries for ", live,
+                               " live extents"));
   }
   return absl::OkStatus();
 }

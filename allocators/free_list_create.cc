@@ -22,7 +22,6 @@ using free_list_internal::kFree;
 using free_list_internal::kGranule;
 using free_list_internal::kLive;
 using free_list_internal::kMaxExtentsLimit;
-using free_list_internal::kMinHashBits;
 using free_list_internal::kNil;
 using free_list_internal::kScanLimit;
 using free_list_internal::kSlCount;
@@ -153,8 +152,7 @@ absl::StatusOr<std::unique_ptr<FreeList>> FreeList::Attach(
       reinterpret_cast<const Control*>(meta.data() + kControlOffset);
   if (control->max_extents != g.max_extents ||
       control->hash_slots != g.hash_slots ||
-      control->hash_bits < std::min(kMinHashBits, g.hash_max_bits) ||
-      control->hash_bits > g.hash_max_bits ||
+      control->hash_bits != g.hash_max_bits ||
       control->nodes_offset != g.nodes_offset ||
       control->hash_offset != g.hash_offset) {
     return absl::DataLossError("metadata control block geometry is corrupt");
@@ -167,31 +165,36 @@ absl::StatusOr<std::unique_ptr<FreeList>> FreeList::Attach(
   return list;
 }
 
+// Restartable (Reset is not logged): every store is of a value fixed by the
+// geometry, and the only values read back (the bin of node 0) are ones this
+// run stored, so a run cut short at any store and started again ends in the
+// same bytes as one run. Hence no helper that reads prior state (PopUnused,
+// InsertInBin) and no Touch.
 void FreeList::Format() {
   Control& c = *control_;
   c.used_bytes = 0;
   c.requested_bytes = 0;
   c.live_allocations = 0;
-  c.free_extents = 0;
-  c.fl_bitmap = 0;
   std::memset(c.sl_bitmap, 0, sizeof(c.sl_bitmap));
   std::memset(c.bin_head, 0xFF, sizeof(c.bin_head));
   std::memset(slots_, 0xFF, control_->hash_slots * sizeof(uint32_t));
-  c.hash_bits =
-      std::min<uint32_t>(kMinHashBits, std::countr_zero(control_->hash_slots));
+  c.hash_bits = std::countr_zero(control_->hash_slots);
   LoadHashGeometry();
-  for (uint64_t i = 0; i < max_extents_; ++i) {
-    nodes_[i] =
-        Node{0, 0, kNil, kNil, kNil, static_cast<uint32_t>(i + 1), kUnused, 0};
+  // Node 0 is the one free extent [begin, end); nodes 1.. are the unused list.
+  nodes_[0] = Node{begin_, end_ - begin_, kNil, kNil, kNil, kNil, kFree, 0};
+  for (uint64_t i = 1; i < max_extents_; ++i) {
+    const uint32_t next =
+        i + 1 < max_extents_ ? static_cast<uint32_t>(i + 1) : kNil;
+    nodes_[i] = Node{0, 0, kNil, kNil, kNil, next, kUnused, 0};
   }
-  nodes_[max_extents_ - 1].bin_next = kNil;
-  c.unused_head = 0;
-  const uint32_t n = PopUnused();
-  nodes_[n].offset = begin_;
-  nodes_[n].size = end_ - begin_;
-  c.head_node = n;
-  c.tail_node = n;
-  InsertInBin(n);
+  c.unused_head = max_extents_ > 1 ? 1 : kNil;
+  c.head_node = 0;
+  c.tail_node = 0;
+  const BinIndex b = BinOf((end_ - begin_) / kGranule);
+  c.bin_head[b.fl][b.sl] = 0;
+  c.sl_bitmap[b.fl] = 1u << b.sl;
+  c.fl_bitmap = uint64_t{1} << b.fl;
+  c.free_extents = 1;
 }
 
 void FreeList::Reset() { Format(); }
