@@ -166,35 +166,52 @@ absl::StatusOr<std::unique_ptr<FreeList>> FreeList::Attach(
 }
 
 // Restartable (Reset is not logged): every store is of a value fixed by the
-// geometry, and the only values read back (the bin of node 0) are ones this
-// run stored, so a run cut short at any store and started again ends in the
-// same bytes as one run. Hence no helper that reads prior state (PopUnused,
-// InsertInBin) and no Touch.
+// geometry, and nothing is read back but what this run stored, so a run cut
+// short at any store and started again ends in the same bytes as one run.
+// Hence no helper that reads prior state (PopUnused, InsertInBin). Each store
+// is preceded by a Touch only so that a test can stop Reset at any store
+// with UndoLog's crash-point hook; the daemon runs Reset with no transaction
+// open (a Touch is then one branch; the log is not sized for O(metadata)).
+// A field that already holds its value is not stored to at all (the bytes
+// are the same either way): that keeps a Reset of a lightly used table to the
+// words it changes, and the crash-point tests short.
 void FreeList::Format() {
   Control& c = *control_;
-  c.used_bytes = 0;
-  c.requested_bytes = 0;
-  c.live_allocations = 0;
-  std::memset(c.sl_bitmap, 0, sizeof(c.sl_bitmap));
-  std::memset(c.bin_head, 0xFF, sizeof(c.bin_head));
-  std::memset(slots_, 0xFF, control_->hash_slots * sizeof(uint32_t));
-  c.hash_bits = std::countr_zero(control_->hash_slots);
+  auto set = [this](auto& word, auto value) {
+    if (word == value) return;
+    Touch(&word);
+    word = value;
+  };
+  auto set_node = [this](uint64_t i, const Node& value) {
+    if (std::memcmp(&nodes_[i], &value, sizeof(Node)) == 0) return;
+    TouchRange(&nodes_[i], sizeof(Node));
+    nodes_[i] = value;
+  };
+  set(c.used_bytes, uint64_t{0});
+  set(c.requested_bytes, uint64_t{0});
+  set(c.live_allocations, uint64_t{0});
+  for (uint32_t& w : c.sl_bitmap) set(w, uint32_t{0});
+  for (auto& bins : c.bin_head) {
+    for (uint32_t& head : bins) set(head, kNil);
+  }
+  for (uint64_t i = 0; i < control_->hash_slots; ++i) set(slots_[i], kNil);
+  set(c.hash_bits, static_cast<uint32_t>(std::countr_zero(c.hash_slots)));
   LoadHashGeometry();
   // Node 0 is the one free extent [begin, end); nodes 1.. are the unused list.
-  nodes_[0] = Node{begin_, end_ - begin_, kNil, kNil, kNil, kNil, kFree, 0};
+  set_node(0, Node{begin_, end_ - begin_, kNil, kNil, kNil, kNil, kFree, 0});
   for (uint64_t i = 1; i < max_extents_; ++i) {
     const uint32_t next =
         i + 1 < max_extents_ ? static_cast<uint32_t>(i + 1) : kNil;
-    nodes_[i] = Node{0, 0, kNil, kNil, kNil, next, kUnused, 0};
+    set_node(i, Node{0, 0, kNil, kNil, kNil, next, kUnused, 0});
   }
-  c.unused_head = max_extents_ > 1 ? 1 : kNil;
-  c.head_node = 0;
-  c.tail_node = 0;
+  set(c.unused_head, max_extents_ > 1 ? uint32_t{1} : kNil);
+  set(c.head_node, uint32_t{0});
+  set(c.tail_node, uint32_t{0});
   const BinIndex b = BinOf((end_ - begin_) / kGranule);
-  c.bin_head[b.fl][b.sl] = 0;
-  c.sl_bitmap[b.fl] = 1u << b.sl;
-  c.fl_bitmap = uint64_t{1} << b.fl;
-  c.free_extents = 1;
+  set(c.bin_head[b.fl][b.sl], uint32_t{0});
+  set(c.sl_bitmap[b.fl], 1u << b.sl);
+  set(c.fl_bitmap, uint64_t{1} << b.fl);
+  set(c.free_extents, uint64_t{1});
 }
 
 void FreeList::Reset() { Format(); }

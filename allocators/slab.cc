@@ -235,21 +235,32 @@ void Slab::Unlink(uint32_t& head, uint32_t slab) {
 // same bytes as one uninterrupted run. The free-slab list is therefore laid
 // out directly (0, 1, ..., M-1) instead of by PushFront, which reads the head.
 // Entries are not written: they are meaningless while carved == 0.
+// Each store is preceded by a Touch only so that a test can stop Reset at any
+// store with UndoLog's crash-point hook; the daemon runs Reset with no
+// transaction open (a Touch is then one branch; the log is not sized for
+// O(M) words).
 void Slab::InitSlabs() {
   SlabState& st = state();
   for (uint32_t s = 0; s < num_slabs_; ++s) {
-    slabs_[s] = SlabDesc{kSlabNoClass,
-                         0,
-                         s == 0 ? kSlabNilSlab : s - 1,
-                         s + 1 < num_slabs_ ? s + 1 : kSlabNilSlab,
-                         kSlabNilObject,
-                         0};
+    SlabDesc& d = slabs_[s];
+    Touch(&d.cls);  // cls | live | prev
+    d.cls = kSlabNoClass;
+    d.live = 0;
+    d.prev = s == 0 ? kSlabNilSlab : s - 1;
+    Touch(&d.next);  // next | free_head | carved
+    d.next = s + 1 < num_slabs_ ? s + 1 : kSlabNilSlab;
+    d.free_head = kSlabNilObject;
+    d.carved = 0;
   }
-  st.free_slab_head = 0;  // num_slabs_ >= 1
+  Touch(&st.free_slab_head);  // free_slab_head | free_slabs
+  st.free_slab_head = 0;      // num_slabs_ >= 1
   st.free_slabs = num_slabs_;
   for (uint32_t c = 0; c < num_classes_; ++c) {
+    Touch(&classes_[c].partial_head);
     classes_[c].partial_head = kSlabNilSlab;
+    Touch(&classes_[c].slabs);
     classes_[c].slabs = 0;
+    Touch(&classes_[c].live_objects);
     classes_[c].live_objects = 0;
   }
 }
@@ -392,8 +403,11 @@ absl::StatusOr<uint64_t> Slab::SizeOf(uint64_t offset) const {
 void Slab::Reset() {
   InitSlabs();
   SlabState& st = state();
+  Touch(&st.used_bytes);
   st.used_bytes = 0;
+  Touch(&st.requested_bytes);
   st.requested_bytes = 0;
+  Touch(&st.live_allocations);
   st.live_allocations = 0;
 }
 
