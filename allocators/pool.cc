@@ -180,6 +180,7 @@ absl::StatusOr<Extent> Pool::Allocate(uint64_t size, uint64_t alignment) {
       head = meta_->head.load(std::memory_order_acquire);
       if ((head & kIndexMask) != kPoolNullIndex) continue;
       // relaxed: a statistic.
+      Touch(&meta_->failed_allocations);
       meta_->failed_allocations.fetch_add(1, std::memory_order_relaxed);
       return absl::ResourceExhaustedError(absl::StrCat(
           "all ", block_count_, " blocks of ", block_size_, " bytes are live"));
@@ -192,12 +193,16 @@ absl::StatusOr<Extent> Pool::Allocate(uint64_t size, uint64_t alignment) {
     // actually compare against (the iceoryx 2.0.3 bug was a stale tag).
     const uint64_t desired =
         ((head + kTagOne) & kTagMask) | (next & kIndexMask);
-    // acquire on success and failure: see the load above.
+    // acquire on success and failure: see the load above. Touch (here and
+    // before every other store) logs the old word when a transaction is
+    // open; otherwise it is one predictable branch.
+    Touch(&meta_->head);
     if (meta_->head.compare_exchange_weak(head, desired,
                                           std::memory_order_acquire,
                                           std::memory_order_acquire)) {
       // relaxed: we own the block now; Free's compare-and-swap on this slot
       // reads the latest value whatever the order.
+      Touch(&slot(index));
       slot(index).store(kPoolAllocatedBit | size, std::memory_order_relaxed);
       return Extent{begin_ + index * block_size_, block_size_};
     }
@@ -209,9 +214,11 @@ uint64_t Pool::Carve(uint64_t size) {
   // nothing to synchronise with; the RMW alone makes each index unique.
   uint64_t carved = meta_->carved.load(std::memory_order_relaxed);
   while (carved < block_count_) {
+    Touch(&meta_->carved);
     if (meta_->carved.compare_exchange_weak(carved, carved + 1,
                                             std::memory_order_relaxed,
                                             std::memory_order_relaxed)) {
+      Touch(&slot(carved));
       slot(carved).store(kPoolAllocatedBit | size, std::memory_order_relaxed);
       return carved;
     }
@@ -263,6 +270,7 @@ absl::Status Pool::Free(uint64_t offset) {
   uint64_t head = meta_->head.load(std::memory_order_relaxed);
   // Flip allocated -> free (holding the link). The RMW is what makes one of
   // two racing frees fail. relaxed: the release push below publishes it.
+  Touch(&s);
   do {
     if ((state & kPoolAllocatedBit) == 0) {
       return absl::FailedPreconditionError(
@@ -275,11 +283,15 @@ absl::Status Pool::Free(uint64_t offset) {
   // Push. The tag is kept: only pops change a slot that is on the stack, and
   // each pop bumps it. release: publishes the link and the caller's writes
   // to the block to the thread that pops it.
+  Touch(&meta_->head);
   while (!meta_->head.compare_exchange_weak(head, (head & kTagMask) | index,
                                             std::memory_order_release,
                                             std::memory_order_relaxed)) {
     // relaxed: we own the slot until the push succeeds (every other writer
-    // needs it allocated); the release above publishes this store.
+    // needs it allocated); the release above publishes this store. The
+    // repeated Touch is free (logged once) but keeps a crash point before
+    // every store.
+    Touch(&s);
     s.store(head & kIndexMask, std::memory_order_relaxed);
   }
   return absl::OkStatus();
@@ -298,16 +310,32 @@ absl::StatusOr<uint64_t> Pool::SizeOf(uint64_t offset) const {
 void Pool::Reset() {
   // relaxed throughout: REQUIRES quiescence; the caller's synchronisation
   // orders this against later operations.
+  //
+  // Restartable: a crash at any store, then Reset again, ends in the state
+  // one uninterrupted Reset gives. Every store is a function of `carved` and
+  // `peak_blocks` that a re-run recomputes the same way: the peak is folded
+  // first (max is idempotent), the slots are cleared while `carved` still
+  // says how many, and `carved` is zeroed last, so a re-run after it only
+  // repeats stores of the values already there. For that reason the head
+  // keeps its tag: bumping it would be done twice by a re-run, and no bump
+  // is needed, since under quiescence no pop holds a stale head to defeat.
+  // The Touch calls are no-ops outside a transaction (Reset is run outside
+  // one); a test opens one only to count crash points and stop Reset at
+  // each store.
   const uint64_t carved = meta_->carved.load(std::memory_order_relaxed);
   if (carved > meta_->peak_blocks.load(std::memory_order_relaxed)) {
+    Touch(&meta_->peak_blocks);
     meta_->peak_blocks.store(carved, std::memory_order_relaxed);
   }
   for (uint64_t i = 0; i < carved; ++i) {
+    Touch(&slot(i));
     slot(i).store(kPoolNullIndex, std::memory_order_relaxed);
   }
   const uint64_t head = meta_->head.load(std::memory_order_relaxed);
-  meta_->head.store(((head + kTagOne) & kTagMask) | kPoolNullIndex,
+  Touch(&meta_->head);
+  meta_->head.store((head & kTagMask) | kPoolNullIndex,
                     std::memory_order_relaxed);
+  Touch(&meta_->carved);
   meta_->carved.store(0, std::memory_order_relaxed);
 }
 

@@ -151,8 +151,10 @@ class Pool final : public OffsetAllocator {
   // FAILED_PRECONDITION as for Free. Thread-safe; lock-free.
   [[nodiscard]] absl::StatusOr<uint64_t> SizeOf(uint64_t offset) const override;
 
-  // Frees every block: the stack becomes empty and every block uncarved.
-  // Peak and failure counters are kept. O(carved).
+  // Frees every block: the stack becomes empty (the head keeps its tag) and
+  // every block uncarved. Peak and failure counters are kept. O(carved).
+  // Restartable: cut short at any store and run again, it gives the state
+  // one uninterrupted Reset gives. Not logged (run it outside a transaction).
   // REQUIRES: no concurrent Allocate/Free. Not thread-safe.
   void Reset() override;
 
