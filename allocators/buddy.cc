@@ -153,7 +153,21 @@ void Buddy::Recompute(uint64_t node) {
   const uint8_t full = static_cast<uint8_t>(Order(node));  // child order + 1
   const uint8_t l = nodes_[2 * node] & kLowMask;
   const uint8_t r = nodes_[2 * node + 1] & kLowMask;
-  nodes_[node] = (l == full && r == full) ? full + 1 : std::max(l, r);
+  SetNode(node, (l == full && r == full) ? full + 1 : std::max(l, r));
+}
+
+void Buddy::SetNode(uint64_t node, uint8_t value) {
+  // Skipping an unchanged byte keeps it out of the undo log (and the crash
+  // points); the result is the same.
+  if (nodes_[node] == value) return;
+  Touch(&nodes_[node]);
+  nodes_[node] = value;
+}
+
+void Buddy::SetCounter(uint64_t& counter, uint64_t value) {
+  if (counter == value) return;
+  Touch(&counter);
+  counter = value;
 }
 
 void Buddy::FixAncestors(uint64_t node) {
@@ -173,15 +187,18 @@ uint64_t Buddy::GetRequested(uint64_t start, uint32_t order) const {
 }
 
 void Buddy::SetRequested(uint64_t start, uint32_t order, uint64_t requested) {
+  Touch(&requested_[start]);
   requested_[start] = static_cast<uint32_t>(requested - 1);
-  if (order > 0)
+  if (order > 0) {
+    Touch(&requested_[start + 1]);
     requested_[start + 1] = static_cast<uint32_t>((requested - 1) >> 32);
+  }
 }
 
 void Buddy::InitTree() {
   const uint64_t leaves = uint64_t{1} << depth_;
   for (uint64_t s = 0; s < leaves; ++s) {
-    nodes_[leaves + s] = s < num_blocks_ ? 1 : 0;
+    SetNode(leaves + s, s < num_blocks_ ? 1 : 0);
   }
   for (uint64_t node = leaves - 1; node >= 1; --node) Recompute(node);
 }
@@ -204,7 +221,7 @@ absl::StatusOr<Extent> Buddy::Allocate(uint64_t size, uint64_t alignment) {
   const uint8_t want = static_cast<uint8_t>(order + 1);
   BuddyState& st = state();
   if ((nodes_[1] & kLowMask) < want) {
-    ++st.failed_allocations;
+    SetCounter(st.failed_allocations, st.failed_allocations + 1);
     return absl::ResourceExhaustedError(absl::StrCat(
         "no free buddy block of ", block, " bytes (largest free is ",
         Stats().largest_free_bytes, ")"));
@@ -217,14 +234,14 @@ absl::StatusOr<Extent> Buddy::Allocate(uint64_t size, uint64_t alignment) {
     const uint8_t r = nodes_[2 * node + 1] & kLowMask;
     node = 2 * node + ((l >= want && (r < want || l <= r)) ? 0 : 1);
   }
-  nodes_[node] = kAllocated;
+  SetNode(node, kAllocated);
   FixAncestors(node);
   const uint64_t start = Start(node);
   SetRequested(start, order, size);
-  st.used_bytes += block;
-  st.requested_bytes += size;
-  ++st.live_allocations;
-  st.peak_used_bytes = std::max(st.peak_used_bytes, st.used_bytes);
+  SetCounter(st.used_bytes, st.used_bytes + block);
+  SetCounter(st.requested_bytes, st.requested_bytes + size);
+  SetCounter(st.live_allocations, st.live_allocations + 1);
+  SetCounter(st.peak_used_bytes, std::max(st.peak_used_bytes, st.used_bytes));
   return Extent{begin_ + start * min_block_, block};
 }
 
@@ -250,12 +267,12 @@ absl::Status Buddy::Free(uint64_t offset) {
   if (!node.ok()) return node.status();
   const uint32_t order = Order(*node);
   const uint64_t requested = GetRequested(Start(*node), order);
-  nodes_[*node] = static_cast<uint8_t>(order + 1);
+  SetNode(*node, static_cast<uint8_t>(order + 1));
   FixAncestors(*node);
   BuddyState& st = state();
-  st.used_bytes -= min_block_ << order;
-  st.requested_bytes -= requested;
-  --st.live_allocations;
+  SetCounter(st.used_bytes, st.used_bytes - (min_block_ << order));
+  SetCounter(st.requested_bytes, st.requested_bytes - requested);
+  SetCounter(st.live_allocations, st.live_allocations - 1);
   return absl::OkStatus();
 }
 
@@ -266,11 +283,18 @@ absl::StatusOr<uint64_t> Buddy::SizeOf(uint64_t offset) const {
 }
 
 void Buddy::Reset() {
+  // Restartable: every store writes a value that depends only on the
+  // geometry (leaves first, then each inner node from its final children,
+  // then the counters), so a re-run after a crash at any store ends in the
+  // state one uninterrupted Reset gives. requested[] is left as it is: it
+  // means nothing for a free block. The Touch calls (in SetNode/SetCounter)
+  // are no-ops outside a transaction; a test opens one only to stop Reset at
+  // every store.
   InitTree();
   BuddyState& st = state();
-  st.used_bytes = 0;
-  st.requested_bytes = 0;
-  st.live_allocations = 0;
+  SetCounter(st.used_bytes, 0);
+  SetCounter(st.requested_bytes, 0);
+  SetCounter(st.live_allocations, 0);
 }
 
 AllocatorStats Buddy::Stats() const {

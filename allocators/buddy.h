@@ -121,6 +121,8 @@ class Buddy final : public OffsetAllocator {
   [[nodiscard]] absl::StatusOr<uint64_t> SizeOf(uint64_t offset) const override;
 
   // Frees every block; peak and failure counters are kept. O(N).
+  // Restartable: cut short at any store and run again, it gives the state
+  // one uninterrupted Reset gives. Not logged (run it outside a transaction).
   // Not thread-safe.
   void Reset() override;
 
@@ -145,7 +147,11 @@ class Buddy final : public OffsetAllocator {
   uint32_t Order(uint64_t node) const;  // order of `node`
   uint64_t Start(uint64_t node) const;  // first min block of `node`
   void Recompute(uint64_t node);        // from its children
-  void FixAncestors(uint64_t node);     // Recompute up to the root
+  // Stores to the metadata, each after a Touch (logged in a transaction)
+  // and only when the value changes.
+  void SetNode(uint64_t node, uint8_t value);
+  void SetCounter(uint64_t& counter, uint64_t value);
+  void FixAncestors(uint64_t node);  // Recompute up to the root
   uint64_t GetRequested(uint64_t start, uint32_t order) const;
   void SetRequested(uint64_t start, uint32_t order, uint64_t requested);
   // Returns the allocated node whose block starts at `offset`.
