@@ -2,6 +2,7 @@
 
 #include <utility>
 
+#include "client/connection.h"
 #include "shmalloc/region.h"
 
 namespace shmalloc::client {
@@ -14,16 +15,30 @@ Allocation::Allocation(std::shared_ptr<Region> region, Extent extent,
       owning_(owning) {}
 
 Allocation::~Allocation() {
-  if (region_ != nullptr && owning_) {
-    region_->Free(extent_.offset).IgnoreError();
-  }
+  if (region_ != nullptr && owning_) FreeOnce().IgnoreError();
+}
+
+absl::Status Allocation::FreeOnce() {
+  // One logical free per handle: every attempt (a retry after UNAVAILABLE,
+  // then the destructor) carries the same request id, so the daemon applies
+  // it at most once even if the first attempt's outcome was lost and the
+  // block was handed to someone else meanwhile.
+  if (free_request_id_.empty()) free_request_id_ = internal::NewRequestId();
+  v1::FreeRequest request;
+  request.set_region(region_->name());
+  request.add_offsets(extent_.offset);
+  request.set_generation(generation_);
+  request.set_request_id(free_request_id_);
+  v1::FreeResponse response;
+  return region_->connection()->Free(std::move(request), &response);
 }
 
 Allocation::Allocation(Allocation&& other) noexcept
     : region_(std::move(other.region_)),
       extent_(std::exchange(other.extent_, {})),
       generation_(std::exchange(other.generation_, 0)),
-      owning_(std::exchange(other.owning_, false)) {}
+      owning_(std::exchange(other.owning_, false)),
+      free_request_id_(std::exchange(other.free_request_id_, {})) {}
 
 Allocation& Allocation::operator=(Allocation&& other) noexcept {
   if (this != &other) {
@@ -32,6 +47,7 @@ Allocation& Allocation::operator=(Allocation&& other) noexcept {
     extent_ = std::exchange(other.extent_, {});
     generation_ = std::exchange(other.generation_, 0);
     owning_ = std::exchange(other.owning_, false);
+    free_request_id_ = std::exchange(other.free_request_id_, {});
   }
   return *this;
 }
@@ -50,6 +66,7 @@ Extent Allocation::Release() {
   region_.reset();
   generation_ = 0;
   owning_ = false;
+  free_request_id_.clear();
   return e;
 }
 
@@ -57,7 +74,7 @@ absl::Status Allocation::Free() {
   if (region_ == nullptr) {
     return absl::FailedPreconditionError("Free of an empty Allocation");
   }
-  absl::Status s = region_->Free(extent_.offset);
+  absl::Status s = FreeOnce();
   if (!s.ok()) return s;
   Release();
   return absl::OkStatus();

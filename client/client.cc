@@ -32,6 +32,20 @@ std::string_view StrategyName(Strategy strategy) {
   }
 }
 
+std::string_view ConnectionStateName(ConnectionState state) {
+  switch (state) {
+    case ConnectionState::kConnected:
+      return "CONNECTED";
+    case ConnectionState::kReconnecting:
+      return "RECONNECTING";
+    case ConnectionState::kResumed:
+      return "RESUMED";
+    case ConnectionState::kLost:
+      return "LOST";
+  }
+  return "UNKNOWN";
+}
+
 absl::StatusOr<std::unique_ptr<Client>> Client::Connect(
     ConnectOptions options) {
   absl::StatusOr<std::shared_ptr<Connection>> c = Connection::Open(options);
@@ -50,13 +64,16 @@ const std::string& Client::shm_dir() const { return connection_->shm_dir(); }
 absl::Status Client::SessionStatus() const {
   return connection_->session_status();
 }
+ConnectionState Client::connection_state() const {
+  return connection_->state();
+}
 
 absl::StatusOr<RegionInfo> Client::CreateRegion(
     const CreateRegionOptions& options) {
   v1::Region response;
-  absl::Status s =
-      connection_->Call(&v1::Allocator::Stub::CreateRegion, "CreateRegion",
-                        internal::ToProto(options), &response);
+  absl::Status s = connection_->Call(&v1::Allocator::Stub::CreateRegion,
+                                     "CreateRegion", internal::ToProto(options),
+                                     &response, internal::Resend::kNever);
   if (!s.ok()) return s;
   return FromProto(response);
 }
@@ -90,7 +107,7 @@ absl::Status Client::DeleteRegion(std::string_view name, bool force) {
   request.set_force(force);
   v1::DeleteRegionResponse response;
   return connection_->Call(&v1::Allocator::Stub::DeleteRegion, "DeleteRegion",
-                           request, &response);
+                           request, &response, internal::Resend::kNever);
 }
 
 absl::StatusOr<RegionInfo> Client::ResetRegion(std::string_view name,
@@ -99,8 +116,9 @@ absl::StatusOr<RegionInfo> Client::ResetRegion(std::string_view name,
   request.set_name(std::string(name));
   request.set_force(force);
   v1::Region response;
-  absl::Status s = connection_->Call(&v1::Allocator::Stub::ResetRegion,
-                                     "ResetRegion", request, &response);
+  absl::Status s =
+      connection_->Call(&v1::Allocator::Stub::ResetRegion, "ResetRegion",
+                        request, &response, internal::Resend::kNever);
   if (!s.ok()) return s;
   return FromProto(response);
 }
@@ -109,15 +127,13 @@ absl::StatusOr<std::vector<Extent>> Client::Allocate(
     std::string_view region, uint64_t size, uint32_t count,
     const AllocateOptions& options) {
   v1::AllocateRequest request;
-  request.set_session_id(connection_->session_id());
   request.set_region(std::string(region));
   request.set_size_bytes(size);
   request.set_alignment(options.alignment);
   request.set_count(count);
   request.set_detached(options.detached);
   v1::AllocateResponse response;
-  absl::Status s = connection_->Call(&v1::Allocator::Stub::Allocate, "Allocate",
-                                     request, &response);
+  absl::Status s = connection_->Allocate(std::move(request), &response);
   if (!s.ok()) return s;
   std::vector<Extent> extents;
   extents.reserve(response.extents_size());
@@ -128,14 +144,14 @@ absl::StatusOr<std::vector<Extent>> Client::Allocate(
 }
 
 absl::StatusOr<uint64_t> Client::Free(std::string_view region,
-                                      std::span<const uint64_t> offsets) {
+                                      std::span<const uint64_t> offsets,
+                                      uint64_t generation) {
   v1::FreeRequest request;
-  request.set_session_id(connection_->session_id());
   request.set_region(std::string(region));
   request.mutable_offsets()->Add(offsets.begin(), offsets.end());
+  request.set_generation(generation);
   v1::FreeResponse response;
-  absl::Status s =
-      connection_->Call(&v1::Allocator::Stub::Free, "Free", request, &response);
+  absl::Status s = connection_->Free(std::move(request), &response);
   if (!s.ok()) return s;
   return response.freed_bytes();
 }

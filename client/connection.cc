@@ -3,7 +3,9 @@
 #include <errno.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
+#include <random>
 #include <utility>
 #include <vector>
 
@@ -18,6 +20,32 @@ std::string EnvOr(const char* name, std::string_view fallback) {
   const char* value = std::getenv(name);
   return value != nullptr && value[0] != '\0' ? std::string(value)
                                               : std::string(fallback);
+}
+
+// A per-thread generator seeded from the OS (several words, so threads do
+// not share a stream).
+std::mt19937_64& ThreadRng() {
+  thread_local std::mt19937_64 rng = [] {
+    std::random_device rd;
+    std::seed_seq seq{rd(), rd(), rd(), rd(), rd(), rd(), rd(), rd()};
+    return std::mt19937_64(seq);
+  }();
+  return rng;
+}
+
+// Returns `d` times a random factor in [0.8, 1.2].
+absl::Duration Jitter(absl::Duration d) {
+  std::uniform_real_distribution<double> factor(0.8, 1.2);
+  return d * factor(ThreadRng());
+}
+
+// A stream that ended before its first event with one of these will not
+// accept the resume if asked again: the session is gone.
+bool ResumeRefused(grpc::StatusCode code) {
+  return code == grpc::StatusCode::NOT_FOUND ||
+         code == grpc::StatusCode::PERMISSION_DENIED ||
+         code == grpc::StatusCode::INVALID_ARGUMENT ||
+         code == grpc::StatusCode::UNIMPLEMENTED;
 }
 
 std::string DefaultClientName() {
@@ -54,20 +82,60 @@ std::string ResolveTarget(std::string_view target) {
   return t;
 }
 
+std::string NewRequestId() {
+  // Unique in this process by construction (a counter under a random
+  // per-process mask), unpredictable by the random half.
+  static const uint64_t kMask = [] {
+    std::random_device rd;
+    return (uint64_t{rd()} << 32) ^ rd();
+  }();
+  static std::atomic<uint64_t> counter{0};
+  const uint64_t n = counter.fetch_add(1, std::memory_order_relaxed) ^ kMask;
+  const uint64_t r = ThreadRng()();
+  return absl::StrCat(absl::Hex(r, absl::kZeroPad16),
+                      absl::Hex(n, absl::kZeroPad16));
+}
+
 absl::StatusOr<std::shared_ptr<Connection>> Connection::Open(
     const ConnectOptions& options) {
+  const ReconnectOptions& r = options.reconnect;
   if (options.connect_timeout <= absl::ZeroDuration() ||
       options.rpc_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError(
         "ConnectOptions: connect_timeout and rpc_timeout must be positive");
+  }
+  if (r.initial_backoff <= absl::ZeroDuration() ||
+      r.max_backoff < r.initial_backoff ||
+      r.give_up_after <= absl::ZeroDuration() ||
+      r.call_wait < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "ReconnectOptions: need 0 < initial_backoff <= max_backoff, "
+        "give_up_after > 0 and call_wait >= 0");
   }
   std::shared_ptr<Connection> c(new Connection());
   c->target_ = ResolveTarget(options.target);
   c->client_name_ =
       options.client_name.empty() ? DefaultClientName() : options.client_name;
   c->rpc_timeout_ = options.rpc_timeout;
-  c->channel_ =
-      grpc::CreateChannel(c->target_, grpc::InsecureChannelCredentials());
+  c->call_wait_ =
+      r.call_wait == absl::ZeroDuration() ? options.rpc_timeout : r.call_wait;
+  c->initial_backoff_ = r.initial_backoff;
+  c->max_backoff_ = r.max_backoff;
+  c->give_up_after_ = r.give_up_after;
+  c->reconnect_ = r.enabled;
+  c->on_state_change_ = r.on_state_change;
+  // gRPC's own reconnect backoff (default 1 s .. 120 s) would hide a
+  // restarted daemon from our attempts; keep it no slower than ours.
+  grpc::ChannelArguments args;
+  const int initial_ms = static_cast<int>(
+      std::max<int64_t>(1, absl::ToInt64Milliseconds(r.initial_backoff)));
+  const int max_ms = static_cast<int>(
+      std::max<int64_t>(initial_ms, absl::ToInt64Milliseconds(r.max_backoff)));
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, initial_ms);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, initial_ms);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, max_ms);
+  c->channel_ = grpc::CreateCustomChannel(
+      c->target_, grpc::InsecureChannelCredentials(), args);
   if (c->channel_ == nullptr) {
     return absl::InvalidArgumentError(
         absl::StrCat("bad shmallocd target '", c->target_, "'"));
@@ -83,69 +151,293 @@ absl::StatusOr<std::shared_ptr<Connection>> Connection::Open(
   c->stub_ = v1::Allocator::NewStub(c->channel_);
   c->session_thread_ = std::thread([raw = c.get()] { raw->RunSession(); });
 
-  v1::SessionEvent first;
   absl::Status status;
   {
     absl::MutexLock lock(&c->mu_);
-    c->mu_.AwaitWithDeadline(absl::Condition(c.get(), &Connection::Settled),
-                             deadline);
-    if (c->first_event_) {
-      first = c->first_;
-    } else {
-      status = c->ended_ ? c->end_status_
-                         : absl::DeadlineExceededError(absl::StrCat(
-                               "shmallocd at ", c->target_,
-                               " did not open a session within ",
-                               absl::FormatDuration(options.connect_timeout)));
+    auto settled = [raw = c.get()]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+      return raw->opened_ || raw->open_failed_;
+    };
+    c->mu_.AwaitWithDeadline(absl::Condition(&settled), deadline);
+    if (!c->opened_) {
+      status = c->open_failed_
+                   ? c->open_status_
+                   : absl::DeadlineExceededError(absl::StrCat(
+                         "shmallocd at ", c->target_,
+                         " did not open a session within ",
+                         absl::FormatDuration(options.connect_timeout)));
     }
   }
   if (!status.ok()) return status;  // ~Connection cancels and joins
-  if (first.session_id() == 0) {
-    return absl::InternalError("shmallocd opened a session with id 0");
-  }
-  c->session_id_ = first.session_id();
   c->shm_dir_ = !options.shm_dir.empty()
                     ? options.shm_dir
-                    : EnvOr(kShmDirEnvVar, first.shm_dir());
+                    : EnvOr(kShmDirEnvVar, c->first_shm_dir_);
   if (c->shm_dir_.empty()) c->shm_dir_ = "/dev/shm";
   return c;
 }
 
 Connection::~Connection() {
-  session_context_.TryCancel();
+  {
+    absl::MutexLock lock(&mu_);
+    closing_ = true;
+    if (stream_context_ != nullptr) stream_context_->TryCancel();
+  }
   if (session_thread_.joinable()) session_thread_.join();
+}
+
+absl::Status Connection::StatusLocked() const {
+  switch (state_) {
+    case ConnectionState::kConnected:
+    case ConnectionState::kResumed:
+      return absl::OkStatus();
+    case ConnectionState::kReconnecting:
+      return absl::UnavailableError(absl::StrCat(
+          "session ", session_id_, " is reconnecting to shmallocd at ", target_,
+          ": ", why_.message()));
+    case ConnectionState::kLost:
+      break;
+  }
+  return why_;
 }
 
 absl::Status Connection::session_status() const {
   absl::MutexLock lock(&mu_);
-  if (!ended_) return absl::OkStatus();
-  return end_status_;
+  return StatusLocked();
+}
+
+ConnectionState Connection::state() const {
+  absl::MutexLock lock(&mu_);
+  return state_;
+}
+
+SessionSnapshot Connection::snapshot() const {
+  absl::MutexLock lock(&mu_);
+  return {.session_id = session_id_,
+          .state = state_,
+          .session_grace_ms = grace_ms_,
+          .daemon_incarnation = daemon_incarnation_,
+          .resumes = resumes_};
+}
+
+absl::Status Connection::AwaitLive(std::string_view method, absl::Time deadline,
+                                   uint64_t* epoch) const {
+  absl::MutexLock lock(&mu_);
+  auto settled = [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    return closing_ || state_ == ConnectionState::kLost || Live();
+  };
+  mu_.AwaitWithDeadline(absl::Condition(&settled), deadline);
+  if (Live()) {
+    *epoch = epoch_;
+    return absl::OkStatus();
+  }
+  const absl::Status s = StatusLocked();
+  if (state_ == ConnectionState::kReconnecting) {
+    return absl::UnavailableError(
+        absl::StrCat(std::string(method), ": ", s.message(), " (waited ",
+                     absl::FormatDuration(call_wait_), ")"));
+  }
+  return absl::Status(s.code(),
+                      absl::StrCat(std::string(method), ": ", s.message()));
+}
+
+void Connection::AwaitChange(uint64_t epoch, absl::Time until) const {
+  absl::MutexLock lock(&mu_);
+  auto changed = [this, epoch]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    return closing_ || epoch_ != epoch || !Live();
+  };
+  mu_.AwaitWithDeadline(absl::Condition(&changed), until);
+}
+
+absl::Status Connection::Allocate(v1::AllocateRequest request,
+                                  v1::AllocateResponse* response) {
+  request.set_session_id(session_id_);
+  {
+    absl::MutexLock lock(&mu_);
+    request.set_session_token(session_token_);
+  }
+  if (request.request_id().empty()) request.set_request_id(NewRequestId());
+  return Call(&v1::Allocator::Stub::Allocate, "Allocate", request, response,
+              Resend::kSafe);
+}
+
+absl::Status Connection::Free(v1::FreeRequest request,
+                              v1::FreeResponse* response) {
+  request.set_session_id(session_id_);
+  {
+    absl::MutexLock lock(&mu_);
+    request.set_session_token(session_token_);
+  }
+  if (request.request_id().empty()) request.set_request_id(NewRequestId());
+  return Call(&v1::Allocator::Stub::Free, "Free", request, response,
+              Resend::kSafe);
+}
+
+void Connection::SetState(ConnectionState state, absl::Status why) {
+  {
+    absl::MutexLock lock(&mu_);
+    state_ = state;
+    why_ = std::move(why);
+  }
+  if (on_state_change_) on_state_change_(state);
+}
+
+bool Connection::Pause(absl::Duration d) {
+  absl::MutexLock lock(&mu_);
+  mu_.AwaitWithTimeout(absl::Condition(&closing_), d);
+  return !closing_;
+}
+
+std::string Connection::Attach(const v1::SessionEvent& event, bool resume) {
+  if (!resume) {
+    if (event.session_id() == 0) return "shmallocd opened a session with id 0";
+    session_id_ = event.session_id();
+    first_shm_dir_ = event.shm_dir();
+    {
+      absl::MutexLock lock(&mu_);
+      session_token_ = event.session_token();
+      grace_ms_ = event.session_grace_ms();
+      daemon_incarnation_ = event.daemon_incarnation();
+    }
+    // Before opened_, so Connect returns after the observer saw CONNECTED.
+    if (on_state_change_) on_state_change_(ConnectionState::kConnected);
+    absl::MutexLock lock(&mu_);
+    state_ = ConnectionState::kConnected;
+    epoch_ = 1;
+    opened_ = true;
+    return "";
+  }
+  if (event.session_id() != session_id_ || !event.resumed()) {
+    // Never adopt another session: it would not own our allocations.
+    return absl::StrCat("shmallocd answered the resume with session ",
+                        event.session_id(),
+                        event.resumed() ? " (resumed)" : " (new)");
+  }
+  // A daemon may rotate the token on resume; it is the one to use now.
+  if (!event.session_token().empty()) {
+    absl::MutexLock lock(&mu_);
+    session_token_ = event.session_token();
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    state_ = ConnectionState::kResumed;
+    why_ = absl::OkStatus();
+    ++epoch_;
+    ++resumes_;
+    grace_ms_ = event.session_grace_ms();
+    daemon_incarnation_ = event.daemon_incarnation();
+  }
+  if (on_state_change_) on_state_change_(ConnectionState::kResumed);
+  return "";
+}
+
+grpc::Status Connection::RunStream(bool resume, bool* attached,
+                                   std::string* lost_reason) {
+  grpc::ClientContext context;
+  {
+    absl::MutexLock lock(&mu_);
+    if (closing_) return grpc::Status(grpc::StatusCode::CANCELLED, "closing");
+    stream_context_ = &context;
+  }
+  v1::OpenSessionRequest request;
+  request.set_client_name(client_name_);
+  request.set_pid(getpid());
+  if (resume) {
+    absl::MutexLock lock(&mu_);
+    request.set_resume_token(session_token_);
+  }
+  std::unique_ptr<grpc::ClientReader<v1::SessionEvent>> reader =
+      stub_->OpenSession(&context, request);
+  v1::SessionEvent event;
+  if (reader->Read(&event)) {
+    *lost_reason = Attach(event, resume);
+    if (lost_reason->empty()) {
+      *attached = true;
+    } else {
+      context.TryCancel();  // closes the stray session the daemon opened
+    }
+    while (reader->Read(&event)) {
+    }
+  }
+  grpc::Status status = reader->Finish();
+  absl::MutexLock lock(&mu_);
+  stream_context_ = nullptr;
+  return status;
 }
 
 void Connection::RunSession() {
-  v1::OpenSessionRequest request;
-  request.set_client_name(client_name_);
-  std::unique_ptr<grpc::ClientReader<v1::SessionEvent>> reader =
-      stub_->OpenSession(&session_context_, request);
-  v1::SessionEvent event;
-  bool first = true;
-  while (reader->Read(&event)) {
-    if (first) {
+  bool resume = false;
+  absl::Time outage_start = absl::Now();
+  absl::Duration backoff = initial_backoff_;
+  for (;;) {
+    bool attached = false;
+    std::string lost_reason;
+    const grpc::Status ended = RunStream(resume, &attached, &lost_reason);
+    {
       absl::MutexLock lock(&mu_);
-      first_ = event;
-      first_event_ = true;
-      first = false;
+      if (closing_) return;  // a clean client-side close
+      if (!opened_) {
+        open_failed_ = true;
+        open_status_ =
+            !lost_reason.empty()
+                ? absl::InternalError(lost_reason)
+                : absl::UnavailableError(absl::StrCat(
+                      "shmallocd at ", target_, " ended the session stream: ",
+                      ended.ok() ? std::string("no session opened")
+                                 : FromGrpc(ended, "OpenSession", target_)
+                                       .ToString()));
+        return;
+      }
     }
+    const std::string why =
+        ended.ok() ? std::string("the daemon closed the stream")
+                   : FromGrpc(ended, "OpenSession", target_).ToString();
+    const std::string session = absl::StrCat("session ", session_id_);
+    if (!lost_reason.empty()) {
+      SetState(ConnectionState::kLost,
+               absl::FailedPreconditionError(
+                   absl::StrCat(session, " lost: ", lost_reason,
+                                " (shmallocd at ", target_, ")")));
+      return;
+    }
+    if (!reconnect_) {
+      SetState(
+          ConnectionState::kLost,
+          absl::FailedPreconditionError(absl::StrCat(
+              session, " lost: the stream ended and reconnect is off: ", why)));
+      return;
+    }
+    if (attached) {
+      // The stream of a live session broke: the daemon stopped or died.
+      outage_start = absl::Now();
+      backoff = initial_backoff_;
+      SetState(ConnectionState::kReconnecting, absl::UnavailableError(why));
+    } else if (resume && ResumeRefused(ended.error_code())) {
+      SetState(ConnectionState::kLost,
+               absl::FailedPreconditionError(
+                   absl::StrCat(session,
+                                " lost: shmallocd refused to resume it (grace "
+                                "period over or unknown session): ",
+                                why)));
+      return;
+    } else {
+      absl::MutexLock lock(&mu_);
+      why_ = absl::UnavailableError(why);
+    }
+    if (absl::Now() - outage_start >= give_up_after_) {
+      SetState(ConnectionState::kLost,
+               absl::FailedPreconditionError(absl::StrCat(
+                   session, " lost: gave up reconnecting to shmallocd at ",
+                   target_, " after ", absl::FormatDuration(give_up_after_),
+                   "; last error: ", why)));
+      return;
+    }
+    channel_->GetState(/*try_to_connect=*/true);
+    if (!Pause(std::min(Jitter(backoff),
+                        outage_start + give_up_after_ - absl::Now()))) {
+      return;
+    }
+    backoff = std::min(backoff * 2, max_backoff_);
+    resume = true;
   }
-  const grpc::Status status = reader->Finish();
-  absl::MutexLock lock(&mu_);
-  ended_ = true;
-  const std::string id =
-      first_event_ ? absl::StrCat(first_.session_id()) : std::string("(none)");
-  end_status_ = absl::UnavailableError(absl::StrCat(
-      "session ", id, " with shmallocd at ", target_, " ended: ",
-      status.ok() ? std::string("the daemon closed it")
-                  : FromGrpc(status, "OpenSession", target_).ToString()));
 }
 
 }  // namespace shmalloc::client::internal

@@ -54,18 +54,18 @@ absl::StatusOr<std::span<std::byte>> Region::Span(uint64_t offset,
 }
 
 absl::StatusOr<std::vector<Extent>> Region::AllocateExtents(
-    uint64_t size, uint32_t count, const AllocateOptions& options) {
+    uint64_t size, uint32_t count, const AllocateOptions& options,
+    uint64_t* generation) {
   v1::AllocateRequest request;
-  request.set_session_id(connection_->session_id());
   request.set_region(info_.name);
   request.set_size_bytes(size);
   request.set_alignment(options.alignment);
   request.set_count(count);
   request.set_detached(options.detached);
   v1::AllocateResponse response;
-  absl::Status s = connection_->Call(&v1::Allocator::Stub::Allocate, "Allocate",
-                                     request, &response);
+  absl::Status s = connection_->Allocate(std::move(request), &response);
   if (!s.ok()) return s;
+  if (generation != nullptr) *generation = response.generation();
   std::vector<Extent> extents;
   extents.reserve(response.extents_size());
   for (const v1::Extent& e : response.extents()) {
@@ -84,11 +84,11 @@ absl::StatusOr<Allocation> Region::Allocate(uint64_t size,
 
 absl::StatusOr<std::vector<Allocation>> Region::AllocateBatch(
     uint64_t size, uint32_t count, const AllocateOptions& options) {
-  // The generation is read before the RPC: a reset racing with it makes the
-  // handles look stale, never the other way round.
-  const uint64_t gen = generation();
+  // The daemon says which generation it allocated in; Free sends it back so
+  // a region reset since makes that Free FAILED_PRECONDITION.
+  uint64_t gen = 0;
   absl::StatusOr<std::vector<Extent>> extents =
-      AllocateExtents(size, count, options);
+      AllocateExtents(size, count, options, &gen);
   if (!extents.ok()) return extents.status();
   std::vector<Allocation> out;
   out.reserve(extents->size());
@@ -98,18 +98,18 @@ absl::StatusOr<std::vector<Allocation>> Region::AllocateBatch(
   return out;
 }
 
-absl::Status Region::Free(uint64_t offset) {
-  return Free(std::span<const uint64_t>(&offset, 1));
+absl::Status Region::Free(uint64_t offset, uint64_t generation) {
+  return Free(std::span<const uint64_t>(&offset, 1), generation);
 }
 
-absl::Status Region::Free(std::span<const uint64_t> offsets) {
+absl::Status Region::Free(std::span<const uint64_t> offsets,
+                          uint64_t generation) {
   v1::FreeRequest request;
-  request.set_session_id(connection_->session_id());
   request.set_region(info_.name);
   request.mutable_offsets()->Add(offsets.begin(), offsets.end());
+  request.set_generation(generation);
   v1::FreeResponse response;
-  return connection_->Call(&v1::Allocator::Stub::Free, "Free", request,
-                           &response);
+  return connection_->Free(std::move(request), &response);
 }
 
 absl::StatusOr<RegionStats> Region::Stats() const {
@@ -131,8 +131,9 @@ absl::StatusOr<RegionInfo> Region::Reset(bool force) {
   request.set_name(info_.name);
   request.set_force(force);
   v1::Region response;
-  absl::Status s = connection_->Call(&v1::Allocator::Stub::ResetRegion,
-                                     "ResetRegion", request, &response);
+  absl::Status s =
+      connection_->Call(&v1::Allocator::Stub::ResetRegion, "ResetRegion",
+                        request, &response, internal::Resend::kNever);
   if (!s.ok()) return s;
   return internal::FromProto(response);
 }

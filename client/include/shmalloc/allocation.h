@@ -6,6 +6,13 @@
 // process, or the caller, frees it by offset). A default-constructed or
 // moved-from handle is empty (valid() == false) and does nothing.
 //
+// A handle frees at most once: its Free RPC carries one request id for the
+// handle's lifetime, reused by every retry (inside one call across a daemon
+// restart, by a later Free() after an UNAVAILABLE one, and by the
+// destructor), and the daemon applies a request id once. The Free carries
+// generation() too, so a region reset since is FAILED_PRECONDITION, never a
+// free of someone else's block.
+//
 // Thread-safety: not thread-safe (a value type); distinct handles may be used
 // from distinct threads.
 #ifndef CLIENT_INCLUDE_SHMALLOC_ALLOCATION_H_
@@ -15,6 +22,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 
 #include "absl/status/status.h"
 #include "shmalloc/types.h"
@@ -41,7 +49,8 @@ class Allocation {
   // Returns the bytes reserved (>= requested).
   uint64_t size() const { return extent_.size_bytes; }
   const Extent& extent() const { return extent_; }
-  // Returns the region generation the allocation was made in.
+  // Returns the region generation the allocation was made in (as the daemon
+  // reported it).
   uint64_t generation() const { return generation_; }
   // Returns true when this handle frees on destruction.
   bool owning() const { return owning_; }
@@ -55,14 +64,18 @@ class Allocation {
   // Frees the extent now (whether owning or not) and empties the handle.
   // FAILED_PRECONDITION when empty or when the daemon refuses (already
   // freed, region reset); other errors as Region::Free. On error the handle
-  // is unchanged.
+  // is unchanged and a later Free() or the destructor retries the same
+  // request (see above).
   absl::Status Free();
 
  private:
+  absl::Status FreeOnce();
+
   std::shared_ptr<Region> region_;
   Extent extent_;
   uint64_t generation_ = 0;
   bool owning_ = false;
+  std::string free_request_id_;  // "" until the first free attempt
 };
 
 }  // namespace shmalloc::client

@@ -6,14 +6,42 @@
 // background thread. The session lives as long as the Client and every
 // Region opened through it; when it ends (this process exits, is killed, or
 // the last handle goes away) the daemon frees every non-detached allocation
-// the session owns. Every RPC carries a deadline (rpc_timeout), so a dead or
-// absent daemon gives UNAVAILABLE or DEADLINE_EXCEEDED in bounded time; once
-// the session stream has broken, every call fails with UNAVAILABLE naming
-// the session and why it ended.
+// the session owns. Every RPC carries a deadline (rpc_timeout).
+//
+// Daemon restarts: when the session stream breaks while this process still
+// holds the session (the daemon stopped, crashed or restarted), the session
+// thread reconnects by itself with exponential backoff and jitter
+// (ReconnectOptions) and resumes the session with its secret token; the
+// daemon keeps an orphaned session and everything it owns for its grace
+// period (Limits.session_grace_ms). The session keeps its id. States, as
+// reported by connection_state() and ReconnectOptions::on_state_change:
+//
+//   CONNECTED --stream breaks--> RECONNECTING --resumed--> RESUMED
+//                                     |  ^                    |
+//                                     |  +----stream breaks---+
+//                                     +--grace expired / gave up--> LOST
+//
+// While RECONNECTING, a call that needs the daemon waits for the session to
+// come back (at most ReconnectOptions::call_wait) and then runs, or fails
+// UNAVAILABLE. Allocate and Free carry a request id (random, one per
+// logical call); one whose outcome was not learned (the connection broke
+// after the request was sent, or its deadline passed) is sent again after
+// the resume with the same id, and the daemon returns the first outcome:
+// it is never applied twice. CreateRegion, DeleteRegion and ResetRegion are
+// not resent (their outcome is then UNAVAILABLE: unknown). LOST is final:
+// the daemon reclaimed the session (or the client gave up); every later
+// call fails FAILED_PRECONDITION "session lost", and the library never
+// opens a new session that would pretend to own the old allocations. Arena
+// chunks and BlockCache blocks already held keep working throughout (their
+// hot paths make no RPC); mapped memory stays valid.
 //
 // Errors: absl::Status with the daemon's code and message (see the status
 // table in proto/shmalloc/v1/shmalloc.proto). A call that fails changes
-// nothing.
+// nothing. Besides the codes each method lists, every call that needs the
+// daemon may return UNAVAILABLE (the daemon is unreachable and did not come
+// back within ReconnectOptions::call_wait; outcome unknown for CreateRegion,
+// DeleteRegion and ResetRegion) and FAILED_PRECONDITION "session lost" (the
+// session is LOST: see above).
 //
 // Thread-safety: every method is thread-safe.
 //
@@ -25,6 +53,7 @@
 #define CLIENT_INCLUDE_SHMALLOC_CLIENT_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -53,6 +82,40 @@ inline constexpr char kDefaultSocketPath[] = "/run/shmalloc/shmalloc.sock";
 inline constexpr char kSocketEnvVar[] = "SHMALLOC_SOCKET";
 inline constexpr char kShmDirEnvVar[] = "SHMALLOC_SHM_DIR";
 
+// The session's link to the daemon (see the state diagram above).
+enum class ConnectionState : uint32_t {
+  kConnected = 0,     // session open, first connection
+  kReconnecting = 1,  // stream broke; reconnecting (calls wait)
+  kResumed = 2,       // session resumed after a reconnect (same id)
+  kLost = 3,          // final: the session is gone; calls fail
+};
+
+// Returns "CONNECTED", "RECONNECTING", "RESUMED" or "LOST".
+std::string_view ConnectionStateName(ConnectionState state);
+
+// How a Client rides through a daemon restart.
+struct ReconnectOptions {
+  // false: a broken stream is final (LOST) at once, as before resumption.
+  bool enabled = true;
+  // The wait before the first reconnect attempt; each failed attempt doubles
+  // it up to max_backoff. Every wait is multiplied by a random factor in
+  // [0.8, 1.2] (jitter), so clients of a restarted daemon do not return in
+  // lock-step.
+  absl::Duration initial_backoff = absl::Milliseconds(20);
+  absl::Duration max_backoff = absl::Seconds(1);
+  // How long after the stream broke the client stops trying: then LOST.
+  absl::Duration give_up_after = absl::Minutes(5);
+  // How long a call made while RECONNECTING (or whose RPC failed because the
+  // connection broke) waits for the session to come back before it fails
+  // UNAVAILABLE. Zero = rpc_timeout.
+  absl::Duration call_wait = absl::ZeroDuration();
+  // Called on every state change, in order, on the client's session thread
+  // (never with a library lock held; connection_state() may be called from
+  // it). Keep it short; it must not destroy the Client. The first call is
+  // CONNECTED, before Connect returns.
+  std::function<void(ConnectionState)> on_state_change{};
+};
+
 struct ConnectOptions {
   // The daemon: a socket path ("/run/x.sock"), a gRPC target ("unix:/x.sock",
   // "127.0.0.1:7070"), or "" for $SHMALLOC_SOCKET, else the default path
@@ -69,6 +132,8 @@ struct ConnectOptions {
   absl::Duration connect_timeout = absl::Seconds(5);
   // The deadline of every unary RPC.
   absl::Duration rpc_timeout = absl::Seconds(5);
+  // Reconnection and session resumption after a daemon restart.
+  ReconnectOptions reconnect{};
 };
 
 // Options of one daemon-side allocation (Client::Allocate, Region::Allocate).
@@ -107,9 +172,12 @@ class Client {
   const std::string& target() const;
   // Returns this process's view of the daemon's shm directory.
   const std::string& shm_dir() const;
-  // Returns OK while the session stream is open, otherwise UNAVAILABLE with
-  // the reason it ended.
+  // Returns OK while the session is CONNECTED or RESUMED; UNAVAILABLE while
+  // RECONNECTING (with the last error); FAILED_PRECONDITION "session lost"
+  // (with the reason) once LOST. Thread-safe.
   absl::Status SessionStatus() const;
+  // Returns the session's link state now. Thread-safe.
+  ConnectionState connection_state() const;
 
   // Creates a region (CreateRegion). ALREADY_EXISTS, INVALID_ARGUMENT,
   // RESOURCE_EXHAUSTED, UNAVAILABLE.
@@ -137,10 +205,14 @@ class Client {
                                                uint64_t size, uint32_t count,
                                                const AllocateOptions& options);
   // Frees live allocations of `region`, any session's (Free); returns the
-  // bytes released. All or nothing. FAILED_PRECONDITION, INVALID_ARGUMENT,
-  // NOT_FOUND.
+  // bytes released. All or nothing. `generation`: the region generation the
+  // offsets were allocated in (FAILED_PRECONDITION when the region was reset
+  // since); 0 = unchecked. FAILED_PRECONDITION, INVALID_ARGUMENT, NOT_FOUND.
+  // Resent with the same request id after an unknown outcome, so a Free is
+  // applied at most once.
   absl::StatusOr<uint64_t> Free(std::string_view region,
-                                std::span<const uint64_t> offsets);
+                                std::span<const uint64_t> offsets,
+                                uint64_t generation = 0);
   // Returns the figures of one region, or of all when `region` is ""
   // (GetStats). NOT_FOUND.
   absl::StatusOr<DaemonStats> GetStats(std::string_view region = "");

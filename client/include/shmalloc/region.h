@@ -86,13 +86,20 @@ class Region : public std::enable_shared_from_this<Region> {
   absl::StatusOr<std::vector<Allocation>> AllocateBatch(
       uint64_t size, uint32_t count, const AllocateOptions& options = {});
   // Allocates without RAII: the caller frees with Free. Errors as Allocate.
+  // `generation`, when not null, receives the region generation the daemon
+  // allocated in (pass it to Free).
   absl::StatusOr<std::vector<Extent>> AllocateExtents(
-      uint64_t size, uint32_t count, const AllocateOptions& options = {});
-  // Frees live allocations (any session's), all or nothing; one RPC.
-  // FAILED_PRECONDITION (not a live allocation start, duplicates, ARENA
-  // region), INVALID_ARGUMENT (out of range), NOT_FOUND.
-  absl::Status Free(uint64_t offset);
-  absl::Status Free(std::span<const uint64_t> offsets);
+      uint64_t size, uint32_t count, const AllocateOptions& options = {},
+      uint64_t* generation = nullptr);
+  // Frees live allocations (any session's), all or nothing; one logical RPC,
+  // resent with the same request id when its outcome was lost in a daemon
+  // restart, so never applied twice. `generation`: the one they were
+  // allocated in (a reset since makes it FAILED_PRECONDITION); 0 =
+  // unchecked. FAILED_PRECONDITION (not a live allocation start,
+  // duplicates, ARENA region, stale generation), INVALID_ARGUMENT (out of
+  // range), NOT_FOUND.
+  absl::Status Free(uint64_t offset, uint64_t generation = 0);
+  absl::Status Free(std::span<const uint64_t> offsets, uint64_t generation = 0);
 
   // Returns the region's figures (GetStats). NOT_FOUND when deleted.
   absl::StatusOr<RegionStats> Stats() const;
