@@ -55,9 +55,11 @@
 // store to it, so with an undo log set (set_undo_log) and a transaction open
 // a crash at any store rolls back to the state before the operation. One
 // operation logs at most FreeList::kMaxLoggedWordsPerOp words. Reset is not
-// logged but restartable: it stores only values fixed by the geometry and
-// reads back only what it stored itself, so a Reset cut short at any store
-// and run again gives the bytes one Reset gives.
+// logged (the daemon runs it with no transaction open) but restartable: it
+// stores only values fixed by the geometry and reads back only what it stored
+// itself, so a Reset cut short at any store and run again gives the bytes one
+// Reset gives. (Its stores are Touch()ed too, only so that a test can stop it
+// at each one; fields already holding their value are not stored.)
 //
 // Thread-safety: not thread-safe; the daemon holds a per-region lock.
 #ifndef ALLOCATORS_FREE_LIST_H_
