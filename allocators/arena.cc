@@ -16,6 +16,9 @@ static_assert(sizeof(ArenaMeta) <= kArenaMetaBytes,
               "arena metadata must fit in the segment header");
 static_assert(kArenaMetaOffset % alignof(ArenaMeta) == 0);
 
+// See Arena::SetResetWindowHookForTesting.
+std::atomic<void (*)()> reset_window_hook{nullptr};
+
 absl::Status ValidateArenaOptions(const AllocatorOptions& options) {
   if (options.strategy != Strategy::kArena &&
       options.strategy != Strategy::kUnspecified) {
@@ -108,8 +111,16 @@ absl::StatusOr<Extent> Arena::Allocate(uint64_t size, uint64_t alignment) {
   // into an extent through their own synchronisation.
   uint64_t cursor = meta_->cursor.load(std::memory_order_relaxed);
   for (;;) {
+    // The cursor lies in memory every client can write: one unsigned compare
+    // rejects a cursor below begin_ (wraps to a huge difference) or above
+    // end_. Without it end_ - cursor wraps, the bounds test below passes and
+    // the CAS hands out an extent past end_ or at offset 0 (see the header).
+    if (!CursorIsValid(cursor)) [[unlikely]] {
+      return CorruptCursorError(cursor);
+    }
     const uint64_t padding = (0 - cursor) & mask;
-    // cursor <= end_, so end_ - cursor cannot wrap.
+    // begin_ <= cursor <= end_ (checked above), so end_ - cursor cannot wrap,
+    // and start + size <= end_.
     if (end_ - cursor < padding || end_ - cursor - padding < size) {
       // relaxed: a statistic, read only for Stats().
       meta_->failed_allocations.fetch_add(1, std::memory_order_relaxed);
@@ -118,13 +129,20 @@ absl::StatusOr<Extent> Arena::Allocate(uint64_t size, uint64_t alignment) {
                        " requested at ", "alignment ", alignment));
     }
     const uint64_t start = cursor + padding;
-    // On failure `cursor` is reloaded and the extent recomputed from it.
+    // On failure `cursor` is reloaded, re-validated and the extent recomputed
+    // from it.
     if (meta_->cursor.compare_exchange_weak(cursor, start + size,
                                             std::memory_order_relaxed,
                                             std::memory_order_relaxed)) {
       return Extent{start, size};
     }
   }
+}
+
+absl::Status Arena::CorruptCursorError(uint64_t cursor) const {
+  return absl::DataLossError(
+      absl::StrCat("arena cursor ", cursor, " is outside [", begin_, ", ", end_,
+                   "]: the shared metadata is damaged; Reset repairs it"));
 }
 
 absl::StatusOr<Extent> Arena::AllocateSlow(uint64_t size, uint64_t alignment) {
@@ -149,10 +167,17 @@ absl::StatusOr<uint64_t> Arena::SizeOf(uint64_t offset) const {
 }
 
 Arena::Marker Arena::Mark() const {
+  // acquire on the epoch, and the epoch first: Reset stores the cursor before
+  // it bumps the epoch (release), so a marker carrying the new epoch also
+  // carries a cursor from after that Reset. A marker pairing the old epoch
+  // with a new cursor is refused by Rewind (epoch mismatch), which is safe.
+  const uint64_t epoch = meta_->epoch.load(std::memory_order_acquire);
   // relaxed: a marker is only meaningful to the thread that later rewinds to
   // it, and Rewind/Reset are not concurrent with allocation.
-  return Marker{meta_->cursor.load(std::memory_order_relaxed),
-                meta_->epoch.load(std::memory_order_relaxed)};
+  const uint64_t cursor = meta_->cursor.load(std::memory_order_relaxed);
+  // A corrupt cursor reads as a full arena (see Stats); Rewind refuses to
+  // act on a corrupt cursor anyway.
+  return Marker{CursorIsValid(cursor) ? cursor : end_, epoch};
 }
 
 absl::Status Arena::Rewind(Marker marker) {
@@ -169,6 +194,9 @@ absl::Status Arena::Rewind(Marker marker) {
                      " but the arena was reset since (epoch ", epoch, ")"));
   }
   const uint64_t cursor = meta_->cursor.load(std::memory_order_relaxed);
+  if (!CursorIsValid(cursor)) [[unlikely]] {
+    return CorruptCursorError(cursor);  // only Reset repairs it
+  }
   if (marker.offset > cursor) {
     return absl::FailedPreconditionError(
         absl::StrCat("marker ", marker.offset, " is above the cursor ", cursor,
@@ -183,20 +211,42 @@ absl::Status Arena::Rewind(Marker marker) {
 }
 
 void Arena::Reset() {
-  // relaxed throughout: REQUIRES no concurrent allocation (see header); the
-  // caller's own synchronisation orders this against later Allocates.
-  const uint64_t used = meta_->cursor.load(std::memory_order_relaxed) - begin_;
-  if (used > meta_->peak_used_bytes.load(std::memory_order_relaxed)) {
-    meta_->peak_used_bytes.store(used, std::memory_order_relaxed);
+  // relaxed loads/stores on cursor and peak: REQUIRES no concurrent
+  // allocation (see header). A corrupt cursor is not folded into the peak
+  // (that would make the peak exceed capacity and the region fail Attach
+  // for ever); Reset is what repairs it.
+  const uint64_t cursor = meta_->cursor.load(std::memory_order_relaxed);
+  if (CursorIsValid(cursor)) {
+    const uint64_t used = cursor - begin_;
+    if (used > meta_->peak_used_bytes.load(std::memory_order_relaxed)) {
+      meta_->peak_used_bytes.store(used, std::memory_order_relaxed);
+    }
   }
-  meta_->epoch.fetch_add(1, std::memory_order_relaxed);
+  // Cursor first, then the epoch with release. The daemon cannot enforce the
+  // quiescence this function requires, so the order matters when a client
+  // claims a chunk concurrently: it loads the epoch (acquire) and then CASes
+  // the cursor. If it sees the new epoch it synchronises with this release,
+  // so its CAS reads begin_ or later and its chunk is in post-reset space; if
+  // it sees the old epoch its chunk is tagged stale and dropped. The opposite
+  // order let a chunk carved from pre-reset space carry the new epoch, and
+  // later claims from begin_ overlapped it (review item M7;
+  // tests/stress/arena_reset_stress.cc).
   meta_->cursor.store(begin_, std::memory_order_relaxed);
+  // relaxed: the hook is set once by a test before any thread resets.
+  if (void (*hook)() = reset_window_hook.load(std::memory_order_relaxed)) {
+    hook();  // a descheduled Reset, made certain (tests only)
+  }
+  meta_->epoch.fetch_add(1, std::memory_order_release);
 }
 
 AllocatorStats Arena::Stats() const {
   AllocatorStats s;
   // relaxed: independent counters; exact only at quiescent points.
-  const uint64_t cursor = meta_->cursor.load(std::memory_order_relaxed);
+  uint64_t cursor = meta_->cursor.load(std::memory_order_relaxed);
+  // A corrupt cursor reads as a full arena, so the figures stay consistent
+  // (used + free == capacity, peak <= capacity); CheckInvariants names it.
+  if (!CursorIsValid(cursor)) [[unlikely]]
+    cursor = end_;
   s.capacity_bytes = end_ - begin_;
   s.used_bytes = cursor - begin_;
   s.free_bytes = end_ - cursor;
@@ -235,8 +285,14 @@ absl::Status Arena::CheckInvariants() const {
   return absl::OkStatus();
 }
 
+void Arena::SetResetWindowHookForTesting(void (*hook)()) {
+  reset_window_hook.store(hook, std::memory_order_relaxed);
+}
+
 uint64_t Arena::epoch() const {
-  return meta_->epoch.load(std::memory_order_relaxed);
+  // acquire: pairs with Reset's release, so a caller that sees the new epoch
+  // and then reads or CASes the cursor sees the rewound cursor (or later).
+  return meta_->epoch.load(std::memory_order_acquire);
 }
 
 }  // namespace shmalloc

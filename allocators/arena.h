@@ -37,6 +37,26 @@
 //   requested_bytes == used_bytes (padding is indistinguishable from data), so
 //   internal_fragmentation == 0.
 //
+// Trust: in an ARENA region the metadata lies in the data file, which every
+// client maps writable, so the cursor may hold anything. Every function that
+// reads it checks begin <= cursor <= end on the value it loaded (one
+// predictable branch) and treats anything else as damage: Allocate and Rewind
+// return DATA_LOSS and change nothing (no CAS), Stats and Mark read the arena
+// as full, Reset rewinds it without folding the bad value into the peak. No
+// extent outside [begin, end) is ever returned, whatever the metadata holds
+// (begin and end are cached at Create/Attach, so scribbling the header's
+// bounds afterwards has no effect on this view). DATA_LOSS rather than
+// RESOURCE_EXHAUSTED: the arena is damaged, not full, and callers that only
+// want "no memory" treat every non-OK answer alike.
+//
+// Reset order (matters when clients claim chunks while the daemon resets,
+// which it cannot prevent): the cursor is rewound first, then the epoch is
+// bumped with release; readers load the epoch with acquire (epoch(), Mark)
+// before they touch the cursor. A claim that sees the new epoch therefore
+// sees the rewound cursor, and a claim that raced with the Reset is at worst
+// tagged with the old epoch, i.e. stale and discarded, never an old-space
+// chunk that passes as current (tests/stress/arena_reset_stress.cc).
+//
 // Thread-safety: Allocate, Mark, Stats, Free, SizeOf and CheckInvariants are
 // thread-safe and lock-free, also across processes sharing the metadata.
 // Reset and Rewind require that no other thread allocates concurrently (they
@@ -120,8 +140,10 @@ class Arena final : public OffsetAllocator {
   // Reserves `size` bytes at the next multiple of `alignment` (0 =
   // kDefaultAlignment) and returns {offset, size}. INVALID_ARGUMENT for size
   // 0, size > capacity, or a bad alignment; RESOURCE_EXHAUSTED when the rest
-  // of the arena is too small (counted in failed_allocations). State
-  // unchanged on error. Exactly one atomic read-modify-write on success.
+  // of the arena is too small (counted in failed_allocations); DATA_LOSS when
+  // the shared cursor is outside [begin, end] (damaged metadata; not
+  // counted, no CAS). State unchanged on error. A returned extent always
+  // lies in [begin, end). Exactly one atomic read-modify-write on success.
   // Thread-safe; lock-free.
   [[nodiscard]] absl::StatusOr<Extent> Allocate(uint64_t size,
                                                 uint64_t alignment) override;
@@ -135,24 +157,30 @@ class Arena final : public OffsetAllocator {
   // UNIMPLEMENTED (the arena keeps no per-extent sizes). Thread-safe.
   [[nodiscard]] absl::StatusOr<uint64_t> SizeOf(uint64_t offset) const override;
 
-  // Returns the current cursor as a Marker for Rewind. Thread-safe; lock-free.
+  // Returns the current cursor as a Marker for Rewind; a damaged cursor
+  // (outside [begin, end]) reads as end. Thread-safe; lock-free.
   Marker Mark() const;
 
   // Moves the cursor back to `marker`, releasing everything allocated since
   // Mark() returned it. INVALID_ARGUMENT when marker.offset is outside
   // [begin, end]; FAILED_PRECONDITION when it is above the cursor (already
-  // rewound past it) or from an earlier epoch (taken before a Reset). State
-  // unchanged on error. Rewinding to the cursor itself is OK and a no-op.
-  // REQUIRES: no concurrent Allocate, Rewind or Reset. Not thread-safe.
+  // rewound past it) or from an earlier epoch (taken before a Reset);
+  // DATA_LOSS when the shared cursor is outside [begin, end] (only Reset
+  // repairs that). State unchanged on error. Rewinding to the cursor itself is
+  // OK and a no-op. REQUIRES: no concurrent Allocate, Rewind or Reset. Not
+  // thread-safe.
   [[nodiscard]] absl::Status Rewind(Marker marker);
 
-  // Releases everything: cursor = begin, epoch + 1 (old markers become
-  // invalid). Peak and failure counters are kept.
+  // Releases everything: cursor = begin, then epoch + 1 (release; old
+  // markers and chunks tagged with the old epoch become invalid). Peak and
+  // failure counters are kept; a damaged cursor is not folded into the peak,
+  // so Reset also repairs a scribbled cursor.
   // REQUIRES: no concurrent Allocate, Rewind or Reset. Not thread-safe.
   void Reset() override;
 
   // Returns a snapshot; see the header comment for live_allocations and
-  // requested_bytes. Thread-safe; lock-free.
+  // requested_bytes. A damaged cursor reads as a full arena (used ==
+  // capacity, free == 0). Thread-safe; lock-free.
   AllocatorStats Stats() const override;
 
   // Returns OK when the header is an arena's and begin <= cursor <= end and
@@ -163,14 +191,30 @@ class Arena final : public OffsetAllocator {
   Strategy strategy() const override { return Strategy::kArena; }
   uint64_t begin() const override { return begin_; }
   uint64_t end() const override { return end_; }
-  // Returns the reset epoch (number of Resets since Create).
+  // Returns the reset epoch (number of Resets since Create). acquire: a
+  // caller that sees epoch N and then reads the cursor sees Reset N's
+  // rewind or later. Thread-safe; lock-free.
   uint64_t epoch() const;
+
+  // Test hook: Reset calls `hook` between its two stores (after the cursor
+  // is rewound, before the epoch is bumped), process-wide; nullptr turns it
+  // off. It lets a test hold that window open while other threads claim,
+  // as a descheduled daemon thread would (tests/stress/arena_reset_stress.cc).
+  // REQUIRES: no concurrent Reset while it is being set. Not thread-safe.
+  static void SetResetWindowHookForTesting(void (*hook)());
 
  private:
   Arena(ArenaMeta* meta, uint64_t begin, uint64_t end)
       : meta_(meta), begin_(begin), end_(end) {}
 
   absl::StatusOr<Extent> AllocateSlow(uint64_t size, uint64_t alignment);
+  // Returns true when begin_ <= cursor <= end_ (one compare: below begin_
+  // the difference wraps to more than the capacity).
+  bool CursorIsValid(uint64_t cursor) const {
+    return cursor - begin_ <= end_ - begin_;
+  }
+  // Returns the DATA_LOSS status for a cursor outside [begin_, end_].
+  absl::Status CorruptCursorError(uint64_t cursor) const;
 
   ArenaMeta* meta_;  // points into the caller's span
   uint64_t begin_;   // cached from meta_->header

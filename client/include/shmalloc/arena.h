@@ -175,8 +175,11 @@ class Arena {
   Arena(std::shared_ptr<Region> region, std::unique_ptr<shmalloc::Arena> cursor,
         uint64_t extent_offset, bool owns_extent, ArenaOptions options);
 
+  // acquire on the shared epoch: pairs with shmalloc::Arena::Reset's release
+  // (cursor rewound before the epoch bump), so a chunk claimed after this
+  // load with the new epoch comes from post-reset space (review item M7).
   uint64_t CurrentEpoch() const {
-    return shared_epoch_->load(std::memory_order_relaxed) +
+    return shared_epoch_->load(std::memory_order_acquire) +
            rewinds_.load(std::memory_order_relaxed);
   }
   void* AllocateSlow(uint64_t size, uint64_t alignment) noexcept;

@@ -369,5 +369,111 @@ TEST_F(ArenaTest, ArenaOfOneByteHoldsExactlyOneByte) {
               StatusIs(absl::StatusCode::kResourceExhausted));
 }
 
+// The cursor lies in client-writable shared memory (an ARENA region's data
+// file). Each scribbled value below must make Allocate refuse with DATA_LOSS
+// (no extent at all, so none outside [begin, end) and never offset 0), keep
+// Stats consistent, and leave Reset able to repair the arena without folding
+// the bad value into the peak.
+class ArenaScribbledCursorTest : public ::testing::TestWithParam<uint64_t> {
+ protected:
+  static constexpr uint64_t kCapacity = 1 << 20;
+  void SetUp() override {
+    auto arena = Arena::Create(meta_.span(), ArenaOptions(kCapacity));
+    ASSERT_THAT(arena, IsOk());
+    arena_ = *std::move(arena);
+    ASSERT_THAT(arena_->Allocate(1000, 1), IsOk());
+    arena_->Reset();  // peak 1000
+    ASSERT_THAT(arena_->Allocate(10, 1), IsOk());
+  }
+  void Scribble(uint64_t cursor) {
+    reinterpret_cast<ArenaMeta*>(meta_.bytes)
+        ->cursor.store(cursor, std::memory_order_relaxed);
+  }
+  MetaBuffer meta_;
+  std::unique_ptr<Arena> arena_;
+};
+
+TEST_P(ArenaScribbledCursorTest, AllocateIsDataLossForEverySizeAndAlignment) {
+  Scribble(GetParam());
+  for (uint64_t alignment :
+       {uint64_t{0}, uint64_t{1}, uint64_t{8}, uint64_t{16}, uint64_t{4096}}) {
+    for (uint64_t size :
+         {uint64_t{1}, uint64_t{8}, uint64_t{4096}, uint64_t{kCapacity}}) {
+      absl::StatusOr<Extent> e = arena_->Allocate(size, alignment);
+      EXPECT_THAT(e, StatusIs(absl::StatusCode::kDataLoss))
+          << "size " << size << " alignment " << alignment;
+      if (e.ok()) {  // name the extent that escaped
+        EXPECT_NE(e->offset, 0u);
+        EXPECT_GE(e->offset, kBegin);
+        EXPECT_LE(e->offset + e->size_bytes, kBegin + kCapacity);
+      }
+    }
+  }
+  // No CAS: the scribbled value is still there, and nothing was counted.
+  EXPECT_EQ(reinterpret_cast<ArenaMeta*>(meta_.bytes)
+                ->cursor.load(std::memory_order_relaxed),
+            GetParam());
+  EXPECT_EQ(arena_->Stats().failed_allocations, 0u);
+}
+
+TEST_P(ArenaScribbledCursorTest, StatsReadAsFullAndStayConsistent) {
+  Scribble(GetParam());
+  const AllocatorStats s = arena_->Stats();
+  EXPECT_EQ(s.capacity_bytes, kCapacity);
+  EXPECT_EQ(s.used_bytes, kCapacity);
+  EXPECT_EQ(s.free_bytes, 0u);
+  EXPECT_EQ(s.largest_free_bytes, 0u);
+  EXPECT_LE(s.peak_used_bytes, kCapacity);
+  EXPECT_THAT(arena_->CheckInvariants(), StatusIs(absl::StatusCode::kInternal));
+}
+
+TEST_P(ArenaScribbledCursorTest, MarkReadsEndAndRewindIsDataLoss) {
+  const Arena::Marker before = arena_->Mark();
+  Scribble(GetParam());
+  EXPECT_EQ(arena_->Mark().offset, kBegin + kCapacity);
+  EXPECT_THAT(arena_->Rewind(before), StatusIs(absl::StatusCode::kDataLoss));
+  EXPECT_EQ(reinterpret_cast<ArenaMeta*>(meta_.bytes)
+                ->cursor.load(std::memory_order_relaxed),
+            GetParam());
+}
+
+TEST_P(ArenaScribbledCursorTest, ResetRepairsWithoutFoldingTheCursorIntoPeak) {
+  Scribble(GetParam());
+  arena_->Reset();
+  const AllocatorStats s = arena_->Stats();
+  EXPECT_EQ(s.used_bytes, 0u);
+  EXPECT_EQ(s.peak_used_bytes, 1000u);  // from SetUp, not the scribble
+  EXPECT_THAT(arena_->CheckInvariants(), IsOk());
+  // And the re-attach that a daemon restart does still accepts the region.
+  EXPECT_THAT(Arena::Attach(meta_.span()), IsOk());
+  EXPECT_THAT(arena_->Allocate(16, 16), IsOkAndHolds(Eq(Extent{kBegin, 16})));
+}
+
+TEST_P(ArenaScribbledCursorTest, AttachRefusesTheScribbledMetadata) {
+  Scribble(GetParam());
+  EXPECT_THAT(Arena::Attach(meta_.span()),
+              StatusIs(absl::StatusCode::kDataLoss));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Values, ArenaScribbledCursorTest,
+    ::testing::Values(kBegin + (uint64_t{1} << 20) + 1,  // just beyond end
+                      kBegin + (uint64_t{1} << 20) + (uint64_t{1} << 20),
+                      kBegin - 1,        // just below begin
+                      0,                 // offset 0 itself
+                      ~uint64_t{0} - 7,  // 2^64 - 8: start wraps to 0
+                      ~uint64_t{0}));
+
+// A scribble of the header's bounds after Attach does not move this view's
+// bounds: begin and end are cached, so extents stay in the attached range.
+TEST_F(ArenaTest, ScribbledHeaderBoundsDoNotMoveAnAttachedView) {
+  auto* m = reinterpret_cast<ArenaMeta*>(meta_.bytes);
+  m->header.begin = 0;
+  m->header.end = ~uint64_t{0};
+  absl::StatusOr<Extent> e = arena_->Allocate(64, 64);
+  ASSERT_THAT(e, IsOk());
+  EXPECT_EQ(e->offset, kBegin);
+}
+
 }  // namespace
 }  // namespace shmalloc
