@@ -144,11 +144,12 @@ class Buddy final : public OffsetAllocator {
         uint64_t min_block, uint32_t depth, uint64_t num_blocks);
 
   BuddyState& state() const;
-  uint32_t Order(uint64_t node) const;  // order of `node`
-  uint64_t Start(uint64_t node) const;  // first min block of `node`
-  void Recompute(uint64_t node);        // from its children
-  // Stores to the metadata, each after a Touch (logged in a transaction)
-  // and only when the value changes.
+  uint32_t Order(uint64_t node) const;    // order of `node`
+  uint64_t Start(uint64_t node) const;    // first min block of `node`
+  uint8_t Combined(uint64_t node) const;  // its value from its children
+  void Recompute(uint64_t node);          // stores Combined(node)
+  // Stores to the metadata, each after a Touch (logged in a transaction);
+  // SetNode skips a store of the value already there.
   void SetNode(uint64_t node, uint8_t value);
   void SetCounter(uint64_t& counter, uint64_t value);
   void FixAncestors(uint64_t node);  // Recompute up to the root
