@@ -126,6 +126,15 @@ absl::StatusOr<DaemonOptions> ResolveOptions(
                               NormalizeListenAddress(address));
     options.listen.push_back(std::move(normalized));
   }
+  if (!flags.metrics_listen.empty()) {
+    absl::StatusOr<std::string> metrics =
+        NormalizeListenAddress(flags.metrics_listen);
+    if (!metrics.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--metrics_listen: ", metrics.status().message()));
+    }
+    options.metrics_listen = *std::move(metrics);
+  }
   absl::flat_hash_set<std::string> names;
   for (const v1::CreateRegionRequest& region : config.regions()) {
     if (absl::Status s = ValidateRegionName(region.name()); !s.ok()) {

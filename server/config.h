@@ -8,6 +8,8 @@
 //   listen   --listen (comma-separated), DaemonConfig.listen, else none: TCP
 //            only when asked. "PORT" and ":PORT" mean 127.0.0.1:PORT.
 //   shm_dir  --shm_dir, DaemonConfig.shm_dir, else /dev/shm
+//   metrics_listen  --metrics_listen, else none: /metrics (Prometheus) is
+//            served only when asked. "PORT" and ":PORT" mean 127.0.0.1:PORT.
 //   config   --config; unset: DefaultConfigPath() (the installed
 //            deploy/shmallocd.textproto) when it exists, else no file (no
 //            regions). An empty file is a valid config with no regions.
@@ -58,6 +60,7 @@ struct FlagValues {
   std::string socket;
   std::string shm_dir;
   std::vector<std::string> listen;
+  std::string metrics_listen;
 };
 
 // Everything the daemon needs to start.
@@ -65,6 +68,7 @@ struct DaemonOptions {
   std::string socket;               // Unix socket path
   std::vector<std::string> listen;  // TCP host:port, normalised
   std::string shm_dir;              // region files live here
+  std::string metrics_listen;       // HTTP host:port for /metrics; "" = off
   ServerLimits limits;
   std::vector<v1::CreateRegionRequest> regions;  // created at start if absent
 };
@@ -72,7 +76,8 @@ struct DaemonOptions {
 // Merges `flags` over `config` over the defaults (`default_socket` is called
 // only when neither gives a socket). INVALID_ARGUMENT for a bad listen
 // address, a region with a bad or duplicate name, or a region over the
-// limits; the error from `default_socket` when it fails.
+// limits, or a bad metrics_listen address; the error from `default_socket`
+// when it fails.
 [[nodiscard]] absl::StatusOr<DaemonOptions> ResolveOptions(
     const v1::DaemonConfig& config, const FlagValues& flags,
     absl::FunctionRef<absl::StatusOr<std::string>()> default_socket);

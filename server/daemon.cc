@@ -11,6 +11,7 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
+#include "server/metrics_exporter.h"
 #include "server/unix_socket.h"
 
 namespace shmalloc::server {
@@ -27,6 +28,10 @@ Daemon::Daemon(DaemonOptions options)
       service_(std::make_unique<AllocatorService>(*core_)) {}
 
 Daemon::~Daemon() { Shutdown(absl::Seconds(5)); }
+
+std::string Daemon::metrics_endpoint() const {
+  return metrics_ == nullptr ? "" : metrics_->endpoint();
+}
 
 absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
     const DaemonOptions& options) {
@@ -48,6 +53,13 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
                      << *attached << " region(s)";
   SHMALLOC_RETURN_IF_ERROR(daemon->CreateConfiguredRegions());
   SHMALLOC_RETURN_IF_ERROR(daemon->Listen());
+  if (!options.metrics_listen.empty()) {
+    SHMALLOC_ASSIGN_OR_RETURN(
+        daemon->metrics_,
+        MetricsServer::Start(*daemon->core_, options.metrics_listen));
+    SHMALLOC_LOG(Info) << "serving metrics on http://"
+                       << daemon->metrics_->endpoint() << "/metrics";
+  }
   return daemon;
 }
 
@@ -130,6 +142,7 @@ void Daemon::Shutdown(absl::Duration drain) {
   if (shut_down_) return;
   shut_down_ = true;
   const absl::Time deadline = absl::Now() + drain;
+  metrics_.reset();  // no scrape reads the regions while they close
   // 1. Refuse new calls; end every stream (OnDone releases each session).
   core_->unary_calls.Close();
   core_->streams.StopAll();

@@ -4,11 +4,12 @@
 // re-attaches every region in it, creates the configured regions that are
 // absent, then listens on the Unix socket (mode 0660; a stale socket file
 // nobody answers on is replaced) and on any TCP addresses, with
-// grpc.health.v1 (SERVING) and server reflection next to shmalloc.v1.
+// grpc.health.v1 (SERVING) and server reflection next to shmalloc.v1,
+// and serves /metrics over HTTP when options.metrics_listen is set.
 //
-// Shutdown: refuses new calls (UNAVAILABLE), ends every OpenSession and
-// WatchStats stream (each session's non-detached allocations are freed),
-// waits at most `drain` for unary calls in flight, then stops gRPC at once
+// Shutdown: stops the metrics endpoint, refuses new calls (UNAVAILABLE),
+// ends every OpenSession and WatchStats stream (each session's non-detached
+// allocations are freed), waits at most `drain` for unary calls in flight, then stops gRPC at once
 // (idle client connections do not hold it up), syncs and unmaps every
 // region and removes the socket file. Regions persist in shm_dir.
 //
@@ -32,13 +33,16 @@
 
 namespace shmalloc::server {
 
+class MetricsServer;
+
 class Daemon {
  public:
   // Starts serving. Returns the error that prevents it: shm_dir unusable or
   // locked by another daemon (FAILED_PRECONDITION),
   // a configured region that cannot be created (e.g. RESOURCE_EXHAUSTED:
   // the mount is too small), the socket path taken by a live server
-  // (ALREADY_EXISTS) or not bindable (UNAVAILABLE).
+  // (ALREADY_EXISTS) or not bindable (UNAVAILABLE), the metrics address
+  // not bindable (UNAVAILABLE).
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<Daemon>> Start(
       const DaemonOptions& options);
 
@@ -51,6 +55,8 @@ class Daemon {
 
   // "unix:PATH" and every "HOST:PORT" listened on.
   const std::vector<std::string>& endpoints() const { return endpoints_; }
+  // "HOST:PORT" serving /metrics; "" when off.
+  std::string metrics_endpoint() const;
 
  private:
   explicit Daemon(DaemonOptions options);
@@ -62,6 +68,7 @@ class Daemon {
   std::unique_ptr<Core> core_;
   std::unique_ptr<AllocatorService> service_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<MetricsServer> metrics_;  // reads core_: declared after it
   std::vector<std::string> endpoints_;
   bool shut_down_ = false;
 };

@@ -25,6 +25,9 @@ ABSL_FLAG(std::string, config, "",
 ABSL_FLAG(std::vector<std::string>, listen, {},
           "Extra TCP addresses HOST:PORT, comma-separated; PORT alone means "
           "127.0.0.1:PORT. Default: none (Unix socket only)");
+ABSL_FLAG(std::string, metrics_listen, "",
+          "Serve Prometheus metrics over HTTP at HOST:PORT/metrics; PORT "
+          "alone means 127.0.0.1:PORT. Default: off");
 ABSL_FLAG(int, ready_fd, -1,
           "When serving, write one byte 'R' to this fd and close it");
 
@@ -50,9 +53,9 @@ int main(int argc, char** argv) {
   SHMALLOC_LOG(Info) << "config: "
                      << (config_path.empty() ? "none (no regions)"
                                              : config_path);
-  server::FlagValues flags{absl::GetFlag(FLAGS_socket),
-                           absl::GetFlag(FLAGS_shm_dir),
-                           absl::GetFlag(FLAGS_listen)};
+  server::FlagValues flags{
+      absl::GetFlag(FLAGS_socket), absl::GetFlag(FLAGS_shm_dir),
+      absl::GetFlag(FLAGS_listen), absl::GetFlag(FLAGS_metrics_listen)};
   absl::StatusOr<server::DaemonOptions> options =
       server::ResolveOptions(config, flags, server::DefaultSocketPath);
   if (!options.ok()) {

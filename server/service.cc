@@ -15,6 +15,7 @@ template <typename Body>
 grpc::ServerUnaryReactor* AllocatorService::Serve(
     grpc::CallbackServerContext* context, std::string_view method,
     Body&& body) {
+  const absl::Time start = absl::Now();
   absl::Status status;
   if (core_.unary_calls.Enter()) {
     status = body();
@@ -22,7 +23,7 @@ grpc::ServerUnaryReactor* AllocatorService::Serve(
   } else {
     status = absl::UnavailableError("shmallocd is shutting down");
   }
-  core_.metrics.Record(method, status.code());
+  core_.metrics.Record(method, status.code(), absl::Now() - start);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(ToGrpcStatus(status));
   return reactor;
