@@ -10,15 +10,16 @@ core_pkgs=(
   g++ cmake ninja-build pkg-config
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libgtest-dev libgmock-dev googletest
+  prometheus-cpp-dev  # shmallocd --metrics_listen (/metrics)
 )
 build_pkgs=(
   "${core_pkgs[@]}" git libbenchmark-dev
   # Peers the benchmarks compare against.
   libjemalloc-dev libmimalloc-dev libboost-dev libiceoryx-posh-dev
-  # Test tools: manifest checks, JSON checks.
-  python3-yaml
+  # Test tools: manifest checks, JSON checks, the /metrics text parser.
+  python3-yaml python3-prometheus-client
 )
-runtime_pkgs=(libgrpc++1.51 libprotobuf32 ca-certificates)
+runtime_pkgs=(libgrpc++1.51 libprotobuf32 libprometheus-cpp-pull1.0 ca-certificates)
 
 case "${SHMALLOC_DEPS:-build}" in
   build) pkgs=("${build_pkgs[@]}") ;;

@@ -1,20 +1,27 @@
 #!/usr/bin/python3
-"""Offline checks of deploy/kubernetes/*.yaml and deploy/compose.yaml.
+"""Offline checks of deploy/kubernetes/*.yaml, deploy/compose.yaml and the
+Grafana dashboards in deploy/grafana/ (valid JSON; every shmalloc_ metric a
+query names is one server/metrics_exporter.cc exports).
 
 No cluster and no Docker engine run here, so `kubectl apply --dry-run=client`
 cannot validate (it needs an API server for discovery). This checks what a
 schema check would, for the fields these manifests use, plus the project's
 own rules: non-root, resource limits, probes through `shmalloc health`, every
-volumeMount backed by a volume, only flags shmallocd knows.
+volumeMount backed by a volume, only flags shmallocd knows, and a daemon that
+serves --metrics_listen declares that port and the prometheus.io scrape
+annotations for it.
 
 Usage: check_manifests.py REPO_ROOT     Exit 0 when every check passes.
 """
+import json
 import pathlib
+import re
 import sys
 
 import yaml
 
-DAEMON_FLAGS = {"--socket", "--shm_dir", "--config", "--listen", "--ready_fd"}
+DAEMON_FLAGS = {"--socket", "--shm_dir", "--config", "--listen",
+                "--metrics_listen", "--ready_fd"}
 KNOWN_KINDS = {"Namespace": "v1", "Pod": "v1", "DaemonSet": "apps/v1"}
 errors = []
 
@@ -50,7 +57,26 @@ def check_container(where, c, pod_volumes, daemon):
                 fail(where, f"{probe} must exec 'shmalloc health'")
 
 
-def check_pod_spec(where, spec):
+def metrics_port(args):
+    """The port of a --metrics_listen=HOST:PORT argument, else None."""
+    for arg in args:
+        if arg.startswith("--metrics_listen="):
+            return int(arg.split("=", 1)[1].rsplit(":", 1)[-1])
+    return None
+
+
+def check_scrape(where, annotations, port, declared_ports):
+    """A daemon serving metrics on `port` is annotated for scraping."""
+    if port not in declared_ports:
+        fail(where, f"metrics port {port} is not a declared container port")
+    want = {"prometheus.io/scrape": "true", "prometheus.io/port": str(port),
+            "prometheus.io/path": "/metrics"}
+    for key, value in want.items():
+        if str((annotations or {}).get(key)) != value:
+            fail(where, f"annotation {key} must be {value!r}")
+
+
+def check_pod_spec(where, spec, annotations=None):
     sc = spec.get("securityContext", {})
     if sc.get("runAsNonRoot") is not True:
         fail(where, "pod securityContext.runAsNonRoot must be true")
@@ -76,6 +102,10 @@ def check_pod_spec(where, spec):
     for c in containers:
         daemon = "args" in c and c.get("command") is None
         check_container(where, c, volumes, daemon)
+        port = metrics_port(c.get("args", [])) if daemon else None
+        if port is not None:
+            check_scrape(f"{where}/{c.get('name')}", annotations, port,
+                         {p.get("containerPort") for p in c.get("ports", [])})
 
 
 def check_kubernetes(root):
@@ -98,14 +128,17 @@ def check_kubernetes(root):
             if not doc.get("metadata", {}).get("name"):
                 fail(where, "metadata.name is required")
             if kind == "Pod":
-                check_pod_spec(where, doc.get("spec", {}))
+                check_pod_spec(where, doc.get("spec", {}),
+                               doc.get("metadata", {}).get("annotations"))
             elif kind == "DaemonSet":
                 spec = doc.get("spec", {})
                 selector = spec.get("selector", {}).get("matchLabels", {})
                 labels = spec.get("template", {}).get("metadata", {}).get("labels", {})
                 if not selector or any(labels.get(k) != v for k, v in selector.items()):
                     fail(where, "selector.matchLabels must match template labels")
-                check_pod_spec(where, spec.get("template", {}).get("spec", {}))
+                template = spec.get("template", {})
+                check_pod_spec(where, template.get("spec", {}),
+                               template.get("metadata", {}).get("annotations"))
     if "DaemonSet" not in kinds:
         fail("deploy/kubernetes", "no DaemonSet")
 
@@ -123,15 +156,43 @@ def check_compose(root):
             source = v.split(":", 1)[0] if isinstance(v, str) else v.get("source")
             if not source.startswith((".", "/")) and source not in volumes:
                 fail(f"compose.yaml:{name}", f"volume {source!r} is not declared")
+    daemon = services.get("shmallocd", {})
+    port = metrics_port(daemon.get("command", []))
+    if port is not None:
+        published = {int(str(p).rsplit(":", 1)[-1]) for p in daemon.get("ports", [])}
+        check_scrape("compose.yaml:shmallocd", daemon.get("labels"), port,
+                     published)
     shm = volumes.get("shm", {}).get("driver_opts", {})
     if shm.get("type") != "tmpfs":
         fail("compose.yaml", "the shared memory volume 'shm' must be a tmpfs")
+
+
+def check_dashboards(root):
+    exporter = root / "server" / "metrics_exporter.cc"
+    exported = set(re.findall(r'"(shmalloc_[a-z_]+)"', exporter.read_text()))
+    files = sorted((root / "deploy" / "grafana").glob("*.json"))
+    if not files:
+        fail("deploy/grafana", "no dashboard")
+    for f in files:
+        try:
+            doc = json.loads(f.read_text())
+        except ValueError as e:
+            fail(f.name, f"not JSON: {e}")
+            continue
+        for panel in doc.get("panels", []):
+            for target in panel.get("targets", []):
+                for name in re.findall(r"shmalloc_[a-z_]+", target.get("expr", "")):
+                    base = re.sub(r"_(bucket|count|sum)$", "", name)
+                    if name not in exported and base not in exported:
+                        fail(f"{f.name}:{panel.get('title')}",
+                             f"metric {name} is not exported")
 
 
 def main():
     root = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else ".").resolve()
     check_kubernetes(root)
     check_compose(root)
+    check_dashboards(root)
     for e in errors:
         print("FAIL", e)
     print(f"manifests: {len(errors)} problem(s)")
