@@ -5,7 +5,8 @@
 //   static absl::StatusOr<uint64_t> MetadataBytes(const AllocatorOptions&);
 //   static absl::StatusOr<std::unique_ptr<X>> Create(std::span<std::byte> meta,
 //                                                    const AllocatorOptions&);
-//   static absl::StatusOr<std::unique_ptr<X>> Attach(std::span<std::byte> meta);
+//   static absl::StatusOr<std::unique_ptr<X>> Attach(std::span<std::byte>
+//   meta);
 // Thread-safe (no shared state).
 #ifndef ALLOCATORS_FACTORY_H_
 #define ALLOCATORS_FACTORY_H_

@@ -124,8 +124,8 @@ int main(int argc, char** argv) {
     MixedSeed() = std::strtoull(seed, nullptr, 0);
   }
   benchmark::AddCustomContext("mixed_seed", std::to_string(MixedSeed()));
-  benchmark::AddCustomContext(
-      "mixed_sizes", "log-uniform 2^U(4, log2(max+1)), ~10000 live");
+  benchmark::AddCustomContext("mixed_sizes",
+                              "log-uniform 2^U(4, log2(max+1)), ~10000 live");
   benchmark::AddCustomContext("process_malloc", GlobalMallocProvider());
   RegisterAll();
   benchmark::Initialize(&argc, argv);

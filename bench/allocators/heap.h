@@ -4,8 +4,9 @@
 // per allocated object), so the heap is a real buffer: an anonymous
 // MAP_SHARED mapping (shmem-backed pages, like a /dev/shm region), populated
 // and written once up front so no benchmark pays for first-touch page faults
-// that the malloc peers (warmed up the same way) have long since paid. Mappings are cached by role and reused across the
-// many calls Google Benchmark makes to one benchmark function.
+// that the malloc peers (warmed up the same way) have long since paid. Mappings
+// are cached by role and reused across the many calls Google Benchmark makes to
+// one benchmark function.
 //
 // Thread-safety: Buffer is not thread-safe; CachedBuffer may be called from
 // the benchmark's setup code only (before the timed loop).

@@ -72,7 +72,8 @@ class OffsetSubject {
     // The status is checked so the compiler cannot drop its construction;
     // a failure would be a strategy bug, and aborts the run.
     absl::Status status = allocator_->Free(h);
-    if (!status.ok()) [[unlikely]] Die("Free", status);
+    if (!status.ok()) [[unlikely]]
+      Die("Free", status);
   }
   void Reset() requires(kStrategy == Strategy::kArena) { allocator_->Reset(); }
 

@@ -1,12 +1,12 @@
 // The allocator benchmarks' workloads, written once over any "subject".
 //
 // A subject wraps one allocator behind a common shape:
-//   using Handle = ...;                       // pointer or offset; !h = failure
-//   explicit S(const Geometry&);              // a fresh, empty allocator
-//   Handle Allocate(uint64_t size);           // 16-byte aligned (the malloc default)
-//   std::byte* Data(Handle);                  // where the object lives
-//   void Free(Handle, uint64_t size);
-//   Footprint Measure(std::span<const Handle>, ...);  // mixed-workload figures
+//   using Handle = ...;                       // pointer or offset; !h =
+//   failure explicit S(const Geometry&);              // a fresh, empty
+//   allocator Handle Allocate(uint64_t size);           // 16-byte aligned (the
+//   malloc default) std::byte* Data(Handle);                  // where the
+//   object lives void Free(Handle, uint64_t size); Footprint
+//   Measure(std::span<const Handle>, ...);  // mixed-workload figures
 // and optionally `void Reset()` (frees everything at once; Arena) and
 // `static constexpr bool kShared` (one instance serves several threads).
 //
@@ -81,7 +81,9 @@ struct Footprint {
 inline void Touch(std::byte* p) { *reinterpret_cast<volatile char*>(p) = 1; }
 
 template <class S>
-concept HasReset = requires(S s) { s.Reset(); };
+concept HasReset = requires(S s) {
+  s.Reset();
+};
 
 // Returns the largest n <= hi for which s.Allocate(n) succeeds (freeing it
 // again), by binary search; assumes that a smaller request never fails
@@ -187,9 +189,8 @@ void BM_Batch(benchmark::State& state) {
     }
   }
   state.counters["per_obj"] = benchmark::Counter(
-      kBatchObjects,
-      benchmark::Counter::kIsIterationInvariantRate |
-          benchmark::Counter::kInvert);
+      kBatchObjects, benchmark::Counter::kIsIterationInvariantRate |
+                         benchmark::Counter::kInvert);
 }
 
 // One step of the mixed workload: replace live[victim] by `size` bytes.
@@ -208,7 +209,8 @@ inline uint32_t LogUniformSize(std::mt19937_64& rng, uint64_t max) {
 }
 
 // The pre-generated table for sizes up to `max`: the first kMixedLive entries
-// prefill the live set (victim = slot), the next kMixedOps are the steady state.
+// prefill the live set (victim = slot), the next kMixedOps are the steady
+// state.
 inline const std::vector<MixedOp>& MixedTable(uint64_t max) {
   static std::map<uint64_t, std::vector<MixedOp>> tables;
   auto& t = tables[max];

@@ -40,8 +40,8 @@
 #include <string>
 #include <vector>
 
-#include "benchmark/benchmark.h"
 #include "bench/allocators/peers.h"
+#include "benchmark/benchmark.h"
 #include "shmalloc/arena.h"
 #include "shmalloc/block_cache.h"
 #include "shmalloc/client.h"
@@ -53,8 +53,8 @@ namespace sb = ::shmalloc::bench;
 
 namespace {
 
-constexpr uint64_t kObject = 32;        // Arena rows: bytes per object
-constexpr uint64_t kBlock = 64;         // Pair rows: bytes per block
+constexpr uint64_t kObject = 32;  // Arena rows: bytes per object
+constexpr uint64_t kBlock = 64;   // Pair rows: bytes per block
 constexpr uint64_t kAllocsPerThread = 2'000'000;  // Arena rows, fixed
 constexpr uint64_t kHandoffBytes = 1 << 20;
 
@@ -257,28 +257,49 @@ void BM_Handoff_PipeRoundTripOnly(benchmark::State& state) {
 
 // Arena rows: a fixed count per thread, so 2 threads never run the region
 // out (2 x 2M x 32 B = 128 MiB of a 256 MiB region).
-#define SHMALLOC_ARENA_BENCH(fn)                                     \
-  BENCHMARK(fn)->Iterations(kAllocsPerThread)->Threads(1)->Threads(2) \
-      ->Repetitions(5)->DisplayAggregatesOnly(true)
+#define SHMALLOC_ARENA_BENCH(fn)     \
+  BENCHMARK(fn)                      \
+      ->Iterations(kAllocsPerThread) \
+      ->Threads(1)                   \
+      ->Threads(2)                   \
+      ->Repetitions(5)               \
+      ->DisplayAggregatesOnly(true)
 SHMALLOC_ARENA_BENCH(BM_Arena_ShmallocArena);
 SHMALLOC_ARENA_BENCH(BM_Arena_FetchAddFloor);
 SHMALLOC_ARENA_BENCH(BM_Arena_GlibcMalloc);
 SHMALLOC_ARENA_BENCH(BM_Arena_Mimalloc);
 
-#define SHMALLOC_PAIR_BENCH(fn)                                          \
-  BENCHMARK(fn)->MinTime(0.2)->Threads(1)->Threads(2)->Repetitions(5) \
+#define SHMALLOC_PAIR_BENCH(fn) \
+  BENCHMARK(fn)                 \
+      ->MinTime(0.2)            \
+      ->Threads(1)              \
+      ->Threads(2)              \
+      ->Repetitions(5)          \
       ->DisplayAggregatesOnly(true)
 SHMALLOC_PAIR_BENCH(BM_Pair_BlockCache);
 SHMALLOC_PAIR_BENCH(BM_Pair_IceoryxMemPool);
 SHMALLOC_PAIR_BENCH(BM_Pair_BoostInterprocess);
-BENCHMARK(BM_Pair_Rpc)->MinTime(0.5)->Threads(1)->Threads(2)->Repetitions(3)
-    ->DisplayAggregatesOnly(true)->UseRealTime();
+BENCHMARK(BM_Pair_Rpc)
+    ->MinTime(0.5)
+    ->Threads(1)
+    ->Threads(2)
+    ->Repetitions(3)
+    ->DisplayAggregatesOnly(true)
+    ->UseRealTime();
 
-BENCHMARK(BM_Handoff_Offset1MiB)->MinTime(0.5)->Repetitions(3)
-    ->DisplayAggregatesOnly(true)->UseRealTime();
-BENCHMARK(BM_Handoff_PipeRoundTripOnly)->MinTime(0.5)->Repetitions(3)
-    ->DisplayAggregatesOnly(true)->UseRealTime();
-BENCHMARK(BM_Handoff_Memcpy1MiB)->MinTime(0.2)->Repetitions(3)
+BENCHMARK(BM_Handoff_Offset1MiB)
+    ->MinTime(0.5)
+    ->Repetitions(3)
+    ->DisplayAggregatesOnly(true)
+    ->UseRealTime();
+BENCHMARK(BM_Handoff_PipeRoundTripOnly)
+    ->MinTime(0.5)
+    ->Repetitions(3)
+    ->DisplayAggregatesOnly(true)
+    ->UseRealTime();
+BENCHMARK(BM_Handoff_Memcpy1MiB)
+    ->MinTime(0.2)
+    ->Repetitions(3)
     ->DisplayAggregatesOnly(true);
 
 int main(int argc, char** argv) {
@@ -307,15 +328,17 @@ int main(int argc, char** argv) {
       shmalloc::testing::DaemonOptions{
           .config_text = "", .extra_flags = {"--shm_dir=" + shm_dir}});
   Check(daemon->Start().ok(), "shmallocd start");
-  auto client = sc::Client::Connect(
-      {.target = daemon->target(), .client_name = "client_bench",
-       .shm_dir = shm_dir});
+  auto client = sc::Client::Connect({.target = daemon->target(),
+                                     .client_name = "client_bench",
+                                     .shm_dir = shm_dir});
   Check(client.ok(), "Client::Connect");
   w.client = *std::move(client);
   auto make = [&](const char* name, sc::Strategy s, uint64_t size,
                   uint64_t block) {
     Check(w.client
-              ->CreateRegion({.name = name, .strategy = s, .size_bytes = size,
+              ->CreateRegion({.name = name,
+                              .strategy = s,
+                              .size_bytes = size,
                               .block_size = block})
               .ok(),
           "CreateRegion");
@@ -337,8 +360,7 @@ int main(int argc, char** argv) {
   Check(cache.ok(), "BlockCache::Create");
   w.cache = *std::move(cache);
 
-  const std::string path =
-      shm_dir + "/" + w.handoff_region->info().data_file;
+  const std::string path = shm_dir + "/" + w.handoff_region->info().data_file;
   const uint32_t len = path.size();
   uint8_t ack = 0;
   Check(write(w.to_consumer, &len, 4) == 4 &&
