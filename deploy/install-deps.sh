@@ -4,6 +4,8 @@
 #   sudo deploy/install-deps.sh            # build + test + bench deps
 #   SHMALLOC_DEPS=core deploy/install-deps.sh      # build + unit tests, no bench peers
 #   SHMALLOC_DEPS=runtime deploy/install-deps.sh   # only what the binaries need to run
+#   SHMALLOC_DEPS=fuzz deploy/install-deps.sh      # build deps + clang-14, libFuzzer and
+#                                                  # the clang tools (CI fuzz and lint stages)
 set -euo pipefail
 
 core_pkgs=(
@@ -20,12 +22,18 @@ build_pkgs=(
   python3-yaml python3-prometheus-client
 )
 runtime_pkgs=(libgrpc++1.51 libprotobuf32 libprometheus-cpp-pull1.0 ca-certificates)
+# tests/fuzz (clang only) and the lint stage: clang-format, -Wthread-safety,
+# clang-tidy.
+fuzz_pkgs=(
+  "${build_pkgs[@]}" clang-14 libfuzzer-14-dev clang-format-14 clang-tidy-14
+)
 
 case "${SHMALLOC_DEPS:-build}" in
   build) pkgs=("${build_pkgs[@]}") ;;
   core) pkgs=("${core_pkgs[@]}") ;;
   runtime) pkgs=("${runtime_pkgs[@]}") ;;
-  *) echo "install-deps: SHMALLOC_DEPS must be 'build', 'core' or 'runtime'" >&2; exit 2 ;;
+  fuzz) pkgs=("${fuzz_pkgs[@]}") ;;
+  *) echo "install-deps: SHMALLOC_DEPS must be 'build', 'core', 'runtime' or 'fuzz'" >&2; exit 2 ;;
 esac
 
 missing=()
