@@ -83,7 +83,9 @@ class MetricsServer {
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<MetricsServer>> Start(
       const Core& core, const std::string& address);
 
-  // Stops serving; waits for scrapes in progress. Not thread-safe.
+  // Stops serving; waits for scrapes in progress. Takes up to 2 s: civetweb
+  // polls its listening socket in 2 s quanta before it sees the stop flag.
+  // Not thread-safe.
   ~MetricsServer();
   MetricsServer(const MetricsServer&) = delete;
   MetricsServer& operator=(const MetricsServer&) = delete;
