@@ -45,6 +45,9 @@ ServerLimits ResolveLimits(const v1::Limits& limits) {
   if (limits.max_regions() != 0) resolved.max_regions = limits.max_regions();
   if (limits.max_batch() != 0) resolved.max_batch = limits.max_batch();
   if (limits.max_sessions() != 0) resolved.max_sessions = limits.max_sessions();
+  if (limits.session_grace_ms() != 0) {
+    resolved.session_grace_ms = limits.session_grace_ms();
+  }
   return resolved;
 }
 

@@ -35,6 +35,9 @@ struct ServerLimits {
   uint32_t max_regions = 256;
   uint32_t max_batch = 65536;  // extents per Allocate, offsets per Free
   uint32_t max_sessions = 4096;
+  // How long an orphaned session (its daemon stopped or died) waits to be
+  // resumed before its allocations are reclaimed, from the daemon's start.
+  uint32_t session_grace_ms = 30000;
 };
 
 // Returns `limits` with defaults for the fields left 0.

@@ -1,12 +1,24 @@
 #include "server/core.h"
 
+#include "absl/random/random.h"
 #include "common/status_macros.h"
 
 namespace shmalloc::server {
 
+uint64_t Core::NewIncarnation() {
+  absl::BitGen gen;
+  return absl::Uniform<uint64_t>(absl::IntervalClosed, gen, 1, ~uint64_t{0});
+}
+
 uint64_t EndSession(Core& core, uint64_t id) {
-  if (!core.sessions.Close(id)) return 0;
-  return core.regions.ReleaseSession(id);
+  if (!core.sessions.BeginClose(id)) return 0;
+  return ReclaimSession(core, id);
+}
+
+uint64_t ReclaimSession(Core& core, uint64_t id) {
+  const uint64_t freed = core.regions.ReleaseSession(id);
+  core.sessions.Remove(id);
+  return freed;
 }
 
 absl::StatusOr<v1::Stats> CollectStats(const Core& core,
@@ -29,6 +41,9 @@ absl::StatusOr<v1::Stats> CollectStats(const Core& core,
   }
   stats.set_sessions(core.sessions.open());
   stats.set_sessions_opened(core.sessions.opened_total());
+  stats.set_sessions_orphaned(core.sessions.orphaned());
+  stats.set_sessions_resumed(core.sessions.resumed_total());
+  stats.set_sessions_reclaimed(core.sessions.reclaimed_total());
   stats.set_region_count(core.regions.size());
   stats.set_uptime_ms(static_cast<uint64_t>(
       absl::ToInt64Milliseconds(absl::Now() - core.started)));

@@ -26,21 +26,32 @@ namespace shmalloc::server {
 struct Core {
   Core(std::string shm_dir, ServerLimits limits)
       : regions(std::move(shm_dir), limits),
-        sessions(limits.max_sessions),
-        started(absl::Now()) {}
+        sessions(limits.max_sessions, limits.session_grace_ms),
+        started(absl::Now()),
+        incarnation(NewIncarnation()) {}
 
   RegionRegistry regions;
-  SessionTable sessions;
+  SessionTable sessions;  // attached to <shm_dir>/shmalloc.sessions at start
   RpcMetrics metrics;
   StreamRegistry streams;
   CallGate unary_calls;  // closed when shutdown begins
   const absl::Time started;
+  const uint64_t incarnation;  // random per daemon start; never 0
+
+ private:
+  static uint64_t NewIncarnation();
 };
 
-// Ends session `id`: closes it (so it can gain nothing more), then frees
-// every allocation it owns in every region. Returns how many were freed
-// (0 when it was not open). Thread-safe.
+// Ends session `id`: marks it CLOSING (persisted, so it can gain nothing
+// more and a crash finishes the job at the next start), frees every
+// allocation it owns in every region, then forgets it. Returns how many
+// were freed (0 when it did not exist or was already closing). Thread-safe.
 uint64_t EndSession(Core& core, uint64_t id);
+
+// Finishes closing session `id`, already CLOSING (SessionTable::Attach and
+// TakeExpired hand those out): frees what it owns, then forgets it. Returns
+// how many allocations were freed. Thread-safe.
+uint64_t ReclaimSession(Core& core, uint64_t id);
 
 // Returns the figures of region `region` ("" = every region) and of the
 // daemon. NOT_FOUND for an unknown region, INVALID_ARGUMENT for a malformed

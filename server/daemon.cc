@@ -51,6 +51,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
   }
   SHMALLOC_LOG(Info) << "shm_dir " << options.shm_dir << ": re-attached "
                      << *attached << " region(s)";
+  SHMALLOC_RETURN_IF_ERROR(daemon->AttachSessions());
   SHMALLOC_RETURN_IF_ERROR(daemon->CreateConfiguredRegions());
   SHMALLOC_RETURN_IF_ERROR(daemon->Listen());
   if (!options.metrics_listen.empty()) {
@@ -61,6 +62,32 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
                        << daemon->metrics_->endpoint() << "/metrics";
   }
   return daemon;
+}
+
+absl::Status Daemon::AttachSessions() {
+  Core& core = *core_;
+  absl::StatusOr<std::vector<uint64_t>> closing =
+      core.sessions.Attach(options_.shm_dir, core.started);
+  if (!closing.ok()) {
+    return absl::Status(closing.status().code(),
+                        absl::StrCat("shm_dir ", options_.shm_dir, ": ",
+                                     closing.status().message()));
+  }
+  // Closes a crash cut short: finish them before anyone can allocate.
+  for (uint64_t id : *closing) {
+    const std::string name = core.sessions.ClientName(id);
+    const uint64_t freed = ReclaimSession(core, id);
+    SHMALLOC_LOG(Info) << "session " << id << " (" << name
+                       << ") was closing when the daemon stopped; " << freed
+                       << " allocations reclaimed";
+  }
+  if (const uint64_t orphaned = core.sessions.orphaned(); orphaned > 0) {
+    SHMALLOC_LOG(Info) << orphaned << " session(s) from the previous run wait "
+                       << core.sessions.grace_ms() << " ms to be resumed";
+  }
+  reaper_ = std::make_unique<SessionReaper>(core);
+  reaper_->Start();
+  return absl::OkStatus();
 }
 
 absl::Status Daemon::CreateConfiguredRegions() {
@@ -143,7 +170,9 @@ void Daemon::Shutdown(absl::Duration drain) {
   shut_down_ = true;
   const absl::Time deadline = absl::Now() + drain;
   metrics_.reset();  // no scrape reads the regions while they close
-  // 1. Refuse new calls; end every stream (OnDone releases each session).
+  // 1. Refuse new calls; end every stream (OnDone orphans each session:
+  // nothing a client still running holds is freed).
+  if (reaper_ != nullptr) reaper_->Stop();
   core_->unary_calls.Close();
   core_->streams.StopAll();
   // 2. Drain: unary calls in flight finish, every stream reaches OnDone.
@@ -161,11 +190,13 @@ void Daemon::Shutdown(absl::Duration drain) {
     server_->Wait();
   }
   core_->streams.WaitEmpty(absl::Now() + absl::Seconds(1));
-  for (uint64_t id : core_->sessions.OpenIds()) EndSession(*core_, id);
+  // Streams that never reached OnDone: their sessions wait too.
+  core_->sessions.OrphanAll(absl::Now());
   core_->regions.SyncAndClose();
   if (server_ != nullptr) RemoveSocketFile(options_.socket);
-  SHMALLOC_LOG(Info) << "shmallocd stopped; regions persist in "
-                     << options_.shm_dir;
+  SHMALLOC_LOG(Info) << "shmallocd stopped; regions and "
+                     << core_->sessions.orphaned()
+                     << " orphaned session(s) persist in " << options_.shm_dir;
 }
 
 }  // namespace shmalloc::server

@@ -5,11 +5,15 @@
 // absent, then listens on the Unix socket (mode 0660; a stale socket file
 // nobody answers on is replaced) and on any TCP addresses, with
 // grpc.health.v1 (SERVING) and server reflection next to shmalloc.v1,
-// and serves /metrics over HTTP when options.metrics_listen is set.
+// and serves /metrics over HTTP when options.metrics_listen is set. Start
+// also attaches the persistent session table (<shm_dir>/shmalloc.sessions):
+// sessions of the previous run become orphans, and a SessionReaper thread
+// reclaims those not resumed within session_grace_ms.
 //
-// Shutdown: stops the metrics endpoint, refuses new calls (UNAVAILABLE),
-// ends every OpenSession and WatchStats stream (each session's non-detached
-// allocations are freed), waits at most `drain` for unary calls in flight, then stops gRPC at once
+// Shutdown: stops the metrics endpoint, refuses new calls (UNAVAILABLE), ends every OpenSession and
+// WatchStats stream (each session is orphaned, never freed: its client
+// resumes it after the restart; the reaper is stopped first),
+// waits at most `drain` for unary calls in flight, then stops gRPC at once
 // (idle client connections do not hold it up), syncs and unmaps every
 // region and removes the socket file. Regions persist in shm_dir.
 //
@@ -29,6 +33,7 @@
 #include "server/config.h"
 #include "server/core.h"
 #include "server/service.h"
+#include "server/session_reaper.h"
 #include "server/shm_file.h"
 
 namespace shmalloc::server {
@@ -60,6 +65,7 @@ class Daemon {
 
  private:
   explicit Daemon(DaemonOptions options);
+  absl::Status AttachSessions();
   absl::Status CreateConfiguredRegions();
   absl::Status Listen();
 
@@ -67,6 +73,7 @@ class Daemon {
   std::optional<DirectoryLock> shm_dir_lock_;  // held while running
   std::unique_ptr<Core> core_;
   std::unique_ptr<AllocatorService> service_;
+  std::unique_ptr<SessionReaper> reaper_;  // running between Start, Shutdown
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<MetricsServer> metrics_;  // reads core_: declared after it
   std::vector<std::string> endpoints_;

@@ -29,12 +29,9 @@ grpc::ServerUnaryReactor* AllocatorService::Serve(
   return reactor;
 }
 
-absl::Status AllocatorService::CheckSession(uint64_t session_id) const {
-  if (session_id == 0 || !core_.sessions.IsOpen(session_id)) {
-    return absl::NotFoundError(absl::StrCat("unknown session ", session_id,
-                                            " (open one with OpenSession)"));
-  }
-  return absl::OkStatus();
+absl::Status AllocatorService::CheckSession(
+    uint64_t session_id, std::string_view session_token) const {
+  return core_.sessions.Check(session_id, session_token);
 }
 
 absl::Status AllocatorService::DoCreateRegion(
@@ -96,7 +93,8 @@ grpc::ServerWriteReactor<v1::SessionEvent>* AllocatorService::OpenSession(
 
 absl::Status AllocatorService::DoAllocate(const v1::AllocateRequest& request,
                                           v1::AllocateResponse& response) {
-  SHMALLOC_RETURN_IF_ERROR(CheckSession(request.session_id()));
+  SHMALLOC_RETURN_IF_ERROR(
+      CheckSession(request.session_id(), request.session_token()));
   const uint32_t count = request.count() == 0 ? 1 : request.count();
   const uint32_t max_batch = core_.regions.limits().max_batch;
   if (count > max_batch) {
@@ -137,7 +135,8 @@ grpc::ServerUnaryReactor* AllocatorService::Allocate(
 
 absl::Status AllocatorService::DoFree(const v1::FreeRequest& request,
                                       v1::FreeResponse& response) {
-  SHMALLOC_RETURN_IF_ERROR(CheckSession(request.session_id()));
+  SHMALLOC_RETURN_IF_ERROR(
+      CheckSession(request.session_id(), request.session_token()));
   const uint32_t max_batch = core_.regions.limits().max_batch;
   if (static_cast<uint64_t>(request.offsets_size()) > max_batch) {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -71,8 +71,11 @@ class AllocatorService final : public v1::Allocator::CallbackService {
                           v1::AllocateResponse& response);
   absl::Status DoFree(const v1::FreeRequest& request,
                       v1::FreeResponse& response);
-  // NOT_FOUND unless `session_id` is an open session.
-  absl::Status CheckSession(uint64_t session_id) const;
+  // Returns OK when `session_id` is a session (open or orphaned) and
+  // `session_token` is its token; NOT_FOUND for no such session,
+  // PERMISSION_DENIED for a missing or wrong token.
+  absl::Status CheckSession(uint64_t session_id,
+                            std::string_view session_token) const;
 
   Core& core_;
 };

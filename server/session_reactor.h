@@ -1,8 +1,11 @@
-// The OpenSession stream: a callback-API write reactor that opens a session,
-// writes one SessionEvent (session_id, shm_dir) and then holds no thread
-// until the stream ends. When it ends — the client cancelled it or died
-// (OnCancel), or the daemon stops (Stop) — the session is closed and every
-// allocation it owns that is not detached is freed (OnDone).
+// The OpenSession stream: a callback-API write reactor that opens a session
+// (or resumes one with OpenSessionRequest.resume_token), writes one
+// SessionEvent (session_id, shm_dir, the secret session_token, resumed,
+// session_grace_ms, daemon_incarnation) and then holds no thread until the
+// stream ends. When the client cancelled it or died (OnCancel, a failed
+// write), the session is closed and every allocation it owns that is not
+// detached is freed (OnDone). When the daemon stops (Stop), nothing is
+// freed: the session is orphaned and waits to be resumed.
 //
 // States: writing the event -> idle -> finished -> done. Finish is called
 // exactly once, never while the event write is in flight.
@@ -31,7 +34,8 @@ class SessionReactor final : public grpc::ServerWriteReactor<v1::SessionEvent>,
   // Starts the stream for `request`: opens the session and writes its event,
   // or finishes with the error (UNAVAILABLE while shutting down,
   // RESOURCE_EXHAUSTED over max_sessions, INVALID_ARGUMENT for a long
-  // client name).
+  // client name; for a resume: NOT_FOUND for an unknown or expired token,
+  // FAILED_PRECONDITION when that session is attached to a live stream).
   SessionReactor(Core& core, const v1::OpenSessionRequest& request);
 
   void OnWriteDone(bool ok) override;
@@ -52,6 +56,8 @@ class SessionReactor final : public grpc::ServerWriteReactor<v1::SessionEvent>,
   v1::SessionEvent event_ ABSL_GUARDED_BY(mu_);
   bool started_ ABSL_GUARDED_BY(mu_) = false;
   bool stop_requested_ ABSL_GUARDED_BY(mu_) = false;
+  // The client cancelled or vanished before any Stop: reclaim, not orphan.
+  bool client_gone_ ABSL_GUARDED_BY(mu_) = false;
   bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
   bool finish_pending_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;

@@ -1,59 +1,147 @@
-// The open sessions of the daemon: id -> client name.
+// The daemon's sessions: id -> {token hash, client name, pid, state}, kept
+// in a SessionStore (<shm_dir>/shmalloc.sessions) so they outlive a restart.
 //
-// A session lives exactly as long as its OpenSession stream; the stream's
-// reactor opens it here and closes it when the stream ends, then asks every
-// region to release what the session owned. Ids are never 0 and never
-// reused within a run; they start at a random point so that an id from a
-// previous run of the daemon is very unlikely to name a live session.
+// Life of a session:
+//   Open ──▶ OPEN (attached to its OpenSession stream)
+//   OPEN ──stream ends, daemon running──▶ CLOSING ──allocations released──▶
+//       Remove (gone)
+//   OPEN ──daemon stops (Orphan/OrphanAll) or dies──▶ ORPHANED
+//   ORPHANED ──Resume(token) within the grace period──▶ OPEN
+//   ORPHANED ──grace period over (TakeExpired)──▶ CLOSING ──▶ Remove
+// At Attach (daemon start) every OPEN or ORPHANED record becomes ORPHANED
+// since the start time, and CLOSING ones (a close a crash cut short) are
+// handed back to be finished at once.
 //
-// Invariants: open() <= max_sessions; opened_total() >= open().
-// Thread-safety: thread-safe.
+// The session token (16 random bytes from the OS CSPRNG) is returned once by
+// Open and never stored, logged or kept in memory: the table keeps only its
+// TokenHash. Ids are never 0 and never reused in a shm_dir (the counter is
+// persistent).
+//
+// Invariants: open() + orphaned() + closing <= max_sessions; a session is
+// OPEN iff a live stream holds it.
+// Thread-safety: thread-safe (one mutex; every store change is a
+// transaction under it).
 #ifndef SERVER_SESSION_TABLE_H_
 #define SERVER_SESSION_TABLE_H_
 
 #include <cstdint>
+#include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "server/session_store.h"
 
 namespace shmalloc::server {
 
-inline constexpr size_t kMaxClientNameBytes = 128;
+inline constexpr size_t kMaxClientNameBytes = kSessionClientNameBytes;
 
 class SessionTable {
  public:
-  explicit SessionTable(uint32_t max_sessions);
+  SessionTable(uint32_t max_sessions, uint32_t grace_ms);
 
-  // Opens a session and returns its id. INVALID_ARGUMENT for a client name
-  // over kMaxClientNameBytes; RESOURCE_EXHAUSTED when max_sessions are open.
-  // State unchanged on error. Thread-safe.
-  [[nodiscard]] absl::StatusOr<uint64_t> Open(std::string client_name);
+  // Opens (or creates) the store in `shm_dir`, rolls back an interrupted
+  // change, makes every OPEN/ORPHANED record ORPHANED since `now`, and
+  // returns the ids of the CLOSING ones: the caller releases their
+  // allocations and calls Remove. The errors of SessionStore::Attach;
+  // FAILED_PRECONDITION when already attached. Thread-safe.
+  [[nodiscard]] absl::StatusOr<std::vector<uint64_t>> Attach(
+      const std::string& shm_dir, absl::Time now);
 
-  // Closes session `id`; returns false when it was not open. Thread-safe.
-  bool Close(uint64_t id);
+  struct Opened {
+    uint64_t id;
+    std::string token;  // kSessionTokenBytes; the caller's secret
+  };
+  // Opens a session (OPEN). INVALID_ARGUMENT for a client name over
+  // kMaxClientNameBytes; RESOURCE_EXHAUSTED when max_sessions exist;
+  // FAILED_PRECONDITION before Attach; INTERNAL when the OS has no random
+  // bytes. State unchanged on error. Thread-safe.
+  [[nodiscard]] absl::StatusOr<Opened> Open(std::string_view client_name,
+                                            int32_t pid, absl::Time now);
 
-  // Returns true when session `id` is open. Thread-safe.
+  // Resumes the ORPHANED session whose token is `token` (it becomes OPEN)
+  // and returns its id. NOT_FOUND when no session has that token, it is
+  // being closed, or its grace period ended by `now`; FAILED_PRECONDITION
+  // when it is OPEN (attached to a live stream). Unchanged on error.
+  // Thread-safe.
+  [[nodiscard]] absl::StatusOr<uint64_t> Resume(std::string_view token,
+                                                absl::Time now);
+
+  // Checks that `token` is session `id`'s (for Allocate and Free; an
+  // ORPHANED session may be used with its token). NOT_FOUND when there is
+  // no such session or it is being closed; PERMISSION_DENIED when `token`
+  // is missing or wrong (compared in constant time). Thread-safe.
+  [[nodiscard]] absl::Status Check(uint64_t id, std::string_view token) const;
+
+  // Returns true when session `id` exists and is not being closed (it can
+  // still gain allocations). Thread-safe.
   bool IsOpen(uint64_t id) const;
 
-  // Returns the client name of `id` ("" when not open). Thread-safe.
+  // Marks session `id` CLOSING (persisted) so it gains nothing more; the
+  // caller then releases its allocations and calls Remove. Returns false
+  // when there is no such session or it is already closing. Thread-safe.
+  bool BeginClose(uint64_t id);
+
+  // Forgets session `id` (its record is erased). No-op when absent.
+  // Thread-safe.
+  void Remove(uint64_t id);
+
+  // Orphans OPEN session `id` since `now` (its stream ended because the
+  // daemon stops). Returns false (no change) unless it was OPEN.
+  // Thread-safe.
+  bool Orphan(uint64_t id, absl::Time now);
+
+  // Orphans every OPEN session since `now`; returns how many. Thread-safe.
+  uint64_t OrphanAll(absl::Time now);
+
+  // Returns when the next orphan's grace period ends (nullopt: none).
+  // Thread-safe.
+  std::optional<absl::Time> NextOrphanDeadline() const;
+
+  // Marks CLOSING every orphan whose grace period ended by `now` and returns
+  // their ids; the caller releases their allocations and calls Remove.
+  // Counted in reclaimed_total(). Thread-safe.
+  std::vector<uint64_t> TakeExpired(absl::Time now);
+
+  // Returns the client name of `id` ("" when unknown). Thread-safe.
   std::string ClientName(uint64_t id) const;
 
-  // Returns the ids of every open session. Thread-safe.
-  std::vector<uint64_t> OpenIds() const;
+  // Returns the ids of every session in `state`. Thread-safe.
+  std::vector<uint64_t> Ids(SessionState state) const;
 
-  uint64_t open() const;
-  uint64_t opened_total() const;
+  uint32_t grace_ms() const { return grace_ms_; }
+  uint64_t open() const;          // OPEN sessions
+  uint64_t orphaned() const;      // ORPHANED sessions
+  uint64_t opened_total() const;  // Open calls that succeeded, this run
+  uint64_t resumed_total() const;
+  uint64_t reclaimed_total() const;
 
  private:
+  struct Entry {
+    uint32_t slot;
+    SessionState state;
+    absl::Time deadline;  // ORPHANED: end of the grace period
+  };
+  void SetState(Entry& entry, SessionState state, absl::Time since)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  uint64_t Count(SessionState state) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+
   const uint32_t max_sessions_;
+  const uint32_t grace_ms_;
   mutable absl::Mutex mu_;
-  absl::flat_hash_map<uint64_t, std::string> sessions_ ABSL_GUARDED_BY(mu_);
-  uint64_t next_id_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<SessionStore> store_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<uint64_t, Entry> sessions_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<uint64_t, uint64_t> by_token_hash_ ABSL_GUARDED_BY(mu_);
   uint64_t opened_total_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t resumed_total_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t reclaimed_total_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace shmalloc::server

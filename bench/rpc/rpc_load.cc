@@ -352,6 +352,7 @@ int main(int argc, char** argv) {
   auto session = shmalloc::testing::Session::Open(*admin, "rpc_load");
   if (!session.ok()) return 1;
   const uint64_t session_id = (*session)->id();
+  const std::string session_token = (*session)->token();
 
   std::printf(
       "rpc_load: target %s (pid %d), echo %s (pid %d), region %s %s "
@@ -414,6 +415,7 @@ int main(int argc, char** argv) {
             Deadline(c);
             v1::AllocateRequest q;
             q.set_session_id(session_id);
+            q.set_session_token(session_token);
             q.set_region(region);
             q.set_size_bytes(block);
             v1::AllocateResponse a;
@@ -425,6 +427,7 @@ int main(int argc, char** argv) {
             Deadline(fc);
             v1::FreeRequest fq;
             fq.set_session_id(session_id);
+            fq.set_session_token(session_token);
             fq.set_region(region);
             fq.add_offsets(a.extents(0).offset());
             v1::FreeResponse fa;
@@ -463,6 +466,7 @@ int main(int argc, char** argv) {
             Deadline(c);
             v1::AllocateRequest q;
             q.set_session_id(session_id);
+            q.set_session_token(session_token);
             q.set_region(region);
             q.set_size_bytes(block);
             q.set_count(batch);
@@ -476,6 +480,7 @@ int main(int argc, char** argv) {
             Deadline(fc);
             v1::FreeRequest fq;
             fq.set_session_id(session_id);
+            fq.set_session_token(session_token);
             fq.set_region(region);
             for (const v1::Extent& e : a.extents()) fq.add_offsets(e.offset());
             v1::FreeResponse fa;

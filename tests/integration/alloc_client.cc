@@ -35,8 +35,9 @@ int Fail(const char* what, const grpc::Status& status) {
 
 // Allocates `count` extents and prints "<label> <offset>...".
 int AllocateAndPrint(v1::Allocator::Stub& stub, uint64_t session_id,
-                     const std::string& region, uint64_t size, uint32_t count,
-                     bool detached, const char* label) {
+                     const std::string& token, const std::string& region,
+                     uint64_t size, uint32_t count, bool detached,
+                     const char* label) {
   std::printf("%s", label);
   if (count > 0) {
     grpc::ClientContext context;
@@ -44,6 +45,7 @@ int AllocateAndPrint(v1::Allocator::Stub& stub, uint64_t session_id,
                          std::chrono::seconds(20));
     v1::AllocateRequest request;
     request.set_session_id(session_id);
+    request.set_session_token(token);
     request.set_region(region);
     request.set_size_bytes(size);
     request.set_count(count);
@@ -88,13 +90,15 @@ int main(int argc, char** argv) {
   std::printf("session %llu\n",
               static_cast<unsigned long long>(event.session_id()));
 
-  if (int rc = AllocateAndPrint(*stub, event.session_id(), region, size, owned,
-                                false, "owned");
+  if (int rc =
+          AllocateAndPrint(*stub, event.session_id(), event.session_token(),
+                           region, size, owned, false, "owned");
       rc != 0) {
     return rc;
   }
-  if (int rc = AllocateAndPrint(*stub, event.session_id(), region, size,
-                                detached, true, "detached");
+  if (int rc =
+          AllocateAndPrint(*stub, event.session_id(), event.session_token(),
+                           region, size, detached, true, "detached");
       rc != 0) {
     return rc;
   }

@@ -47,6 +47,8 @@ struct Env {
   uint64_t freed = 0;      // freed in fl
   uint64_t pool_live = 0;  // live in pool
   uint64_t ended_sid = 0;  // a session that was opened and closed
+  std::string ended_token;  // its token
+  std::unique_ptr<Session> other;  // a second open session
 };
 
 struct BadRequest {
@@ -79,6 +81,7 @@ absl::Status AllocateWith(
     Env& env, const std::function<void(v1::AllocateRequest&)>& edit) {
   v1::AllocateRequest request;
   request.set_session_id(env.sid);
+  request.set_session_token(env.session->token());
   request.set_region("fl");
   request.set_size_bytes(64);
   edit(request);
@@ -87,7 +90,19 @@ absl::Status AllocateWith(
 
 absl::Status FreeIn(Env& env, const std::string& region,
                     std::vector<uint64_t> offsets) {
-  return Free(*env.stub, env.sid, region, offsets).status();
+  return Free(*env.stub, *env.session, region, offsets).status();
+}
+
+// A Free of the live "fl" allocation with `edit` applied to the request.
+absl::Status FreeWith(Env& env,
+                      const std::function<void(v1::FreeRequest&)>& edit) {
+  v1::FreeRequest request;
+  request.set_session_id(env.sid);
+  request.set_session_token(env.session->token());
+  request.set_region("fl");
+  request.add_offsets(env.live);
+  edit(request);
+  return Free(*env.stub, request).status();
 }
 
 absl::Status Watch(Env& env, const std::string& region, uint32_t interval_ms) {
@@ -279,6 +294,20 @@ std::vector<BadRequest> Table() {
          return AllocateWith(e,
                              [&e](auto& r) { r.set_session_id(e.ended_sid); });
        }},
+      {"AllocateWrongToken", Code::kPermissionDenied,
+       [](Env& e) {
+         return AllocateWith(
+             e, [](auto& r) { r.set_session_token(std::string(16, 'x')); });
+       }},
+      {"AllocateMissingToken", Code::kPermissionDenied,
+       [](Env& e) {
+         return AllocateWith(e, [](auto& r) { r.clear_session_token(); });
+       }},
+      {"AllocateWithAnotherSessionsToken", Code::kPermissionDenied,
+       [](Env& e) {
+         return AllocateWith(
+             e, [&e](auto& r) { r.set_session_token(e.other->token()); });
+       }},
       {"AllocateBadRegionName", Code::kInvalidArgument,
        [](Env& e) {
          return AllocateWith(e, [](auto& r) { r.set_region("../fl"); });
@@ -360,11 +389,20 @@ std::vector<BadRequest> Table() {
        [](Env& e) { return FreeIn(e, "nope", {e.live}); }},
       {"FreeUnknownSession", Code::kNotFound,
        [](Env& e) {
-         return Free(*e.stub, e.sid + 1000, "fl", {e.live}).status();
+         return FreeWith(e, [&e](auto& r) { r.set_session_id(e.sid + 1000); });
        }},
       {"FreeWithEndedSession", Code::kNotFound,
        [](Env& e) {
-         return Free(*e.stub, e.ended_sid, "fl", {e.live}).status();
+         return FreeWith(e, [&e](auto& r) { r.set_session_id(e.ended_sid); });
+       }},
+      {"FreeWrongToken", Code::kPermissionDenied,
+       [](Env& e) {
+         return FreeWith(
+             e, [](auto& r) { r.set_session_token(std::string(16, 'x')); });
+       }},
+      {"FreeMissingToken", Code::kPermissionDenied,
+       [](Env& e) {
+         return FreeWith(e, [](auto& r) { r.clear_session_token(); });
        }},
       {"FreeOverMaxBatchOffsets", Code::kInvalidArgument,
        [](Env& e) {
@@ -384,6 +422,16 @@ std::vector<BadRequest> Table() {
       {"OpenSessionClientNameOver128Bytes", Code::kInvalidArgument,
        [](Env& e) {
          return Session::Open(*e.stub, std::string(129, 'c')).status();
+       }},
+      {"ResumeUnknownToken", Code::kNotFound,
+       [](Env& e) {
+         return Session::Resume(*e.stub, std::string(16, 'u')).status();
+       }},
+      {"ResumeEndedSessionsToken", Code::kNotFound,
+       [](Env& e) { return Session::Resume(*e.stub, e.ended_token).status(); }},
+      {"ResumeAttachedSession", Code::kFailedPrecondition,
+       [](Env& e) {
+         return Session::Resume(*e.stub, e.session->token()).status();
        }},
   };
 }
@@ -457,27 +505,31 @@ void BadInputTest::SetUpTestSuite() {
   quota.set_quota_bytes_per_session(4096);
   ASSERT_THAT(CreateRegion(*e.stub, quota), IsOk());
 
-  auto live = Allocate(*e.stub, e.sid, "fl", 256);
-  auto freed = Allocate(*e.stub, e.sid, "fl", 256);
-  auto pool_live = Allocate(*e.stub, e.sid, "pool", 64);
+  auto live = Allocate(*e.stub, *e.session, "fl", 256);
+  auto freed = Allocate(*e.stub, *e.session, "fl", 256);
+  auto pool_live = Allocate(*e.stub, *e.session, "pool", 64);
   ASSERT_THAT(live, IsOk());
   ASSERT_THAT(freed, IsOk());
   ASSERT_THAT(pool_live, IsOk());
   e.live = live->extents(0).offset();
   e.freed = freed->extents(0).offset();
   e.pool_live = pool_live->extents(0).offset();
-  ASSERT_THAT(Free(*e.stub, e.sid, "fl", {e.freed}), IsOk());
-  ASSERT_THAT(Allocate(*e.stub, e.sid, "arena", 64), IsOk());
-  ASSERT_THAT(Allocate(*e.stub, e.sid, "tiny", 60 << 10, 1, /*detached=*/true),
+  ASSERT_THAT(Free(*e.stub, *e.session, "fl", {e.freed}), IsOk());
+  ASSERT_THAT(Allocate(*e.stub, *e.session, "arena", 64), IsOk());
+  ASSERT_THAT(Allocate(*e.stub, *e.session, "tiny", 60 << 10, 1, /*detached=*/true),
               IsOk());
-  ASSERT_THAT(Allocate(*e.stub, e.sid, "quota", 3072), IsOk());
+  ASSERT_THAT(Allocate(*e.stub, *e.session, "quota", 3072), IsOk());
   {
     auto ended = Session::Open(*e.stub, "ended");
     ASSERT_THAT(ended, IsOk());
     e.ended_sid = (*ended)->id();
+    e.ended_token = (*ended)->token();
     (*ended)->Close();
+    auto other = Session::Open(*e.stub, "other");
+    ASSERT_THAT(other, IsOk());
+    e.other = *std::move(other);
     PollResult closed = PollStats(
-        *e.stub, [](const v1::Stats& s) { return s.sessions() == 1; },
+        *e.stub, [](const v1::Stats& s) { return s.sessions() == 2; },
         absl::Seconds(1));
     ASSERT_TRUE(closed.done) << closed.stats.DebugString();
   }
@@ -486,6 +538,7 @@ void BadInputTest::SetUpTestSuite() {
 void BadInputTest::TearDownTestSuite() {
   if (env_ == nullptr) return;
   if (env_->session != nullptr) env_->session->Close();
+  if (env_->other != nullptr) env_->other->Close();
   if (env_->daemon != nullptr && env_->daemon->running()) {
     SHMALLOC_EXPECT_OK(env_->daemon->Stop());
   }

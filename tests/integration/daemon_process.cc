@@ -267,9 +267,22 @@ v1::Allocator::Stub& DaemonProcess::stub() {
 
 absl::StatusOr<std::unique_ptr<Session>> Session::Open(
     v1::Allocator::Stub& stub, const std::string& client_name) {
-  std::unique_ptr<Session> session(new Session());
   v1::OpenSessionRequest request;
   request.set_client_name(client_name);
+  request.set_pid(static_cast<int32_t>(getpid()));
+  return OpenImpl(stub, request);
+}
+
+absl::StatusOr<std::unique_ptr<Session>> Session::Resume(
+    v1::Allocator::Stub& stub, const std::string& token) {
+  v1::OpenSessionRequest request;
+  request.set_resume_token(token);
+  return OpenImpl(stub, request);
+}
+
+absl::StatusOr<std::unique_ptr<Session>> Session::OpenImpl(
+    v1::Allocator::Stub& stub, const v1::OpenSessionRequest& request) {
+  std::unique_ptr<Session> session(new Session());
   session->reader_ = stub.OpenSession(&session->context_, request);
   if (!session->reader_->Read(&session->first_event_)) {
     session->closed_ = true;
@@ -346,12 +359,13 @@ absl::StatusOr<v1::AllocateResponse> Allocate(
 }
 
 absl::StatusOr<v1::AllocateResponse> Allocate(v1::Allocator::Stub& stub,
-                                              uint64_t session_id,
+                                              const Session& session,
                                               const std::string& region,
                                               uint64_t size_bytes,
                                               uint32_t count, bool detached) {
   v1::AllocateRequest request;
-  request.set_session_id(session_id);
+  request.set_session_id(session.id());
+  request.set_session_token(session.token());
   request.set_region(region);
   request.set_size_bytes(size_bytes);
   request.set_count(count);
@@ -360,14 +374,20 @@ absl::StatusOr<v1::AllocateResponse> Allocate(v1::Allocator::Stub& stub,
 }
 
 absl::StatusOr<v1::FreeResponse> Free(v1::Allocator::Stub& stub,
-                                      uint64_t session_id,
+                                      const v1::FreeRequest& request) {
+  return Call<v1::FreeResponse>(&v1::Allocator::Stub::Free, stub, request);
+}
+
+absl::StatusOr<v1::FreeResponse> Free(v1::Allocator::Stub& stub,
+                                      const Session& session,
                                       const std::string& region,
                                       const std::vector<uint64_t>& offsets) {
   v1::FreeRequest request;
-  request.set_session_id(session_id);
+  request.set_session_id(session.id());
+  request.set_session_token(session.token());
   request.set_region(region);
   for (uint64_t offset : offsets) request.add_offsets(offset);
-  return Call<v1::FreeResponse>(&v1::Allocator::Stub::Free, stub, request);
+  return Free(stub, request);
 }
 
 absl::StatusOr<v1::Stats> GetStats(v1::Allocator::Stub& stub,

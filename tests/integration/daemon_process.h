@@ -114,15 +114,24 @@ class Session {
   // if it ends before the first event, INTERNAL when session_id is 0.
   static absl::StatusOr<std::unique_ptr<Session>> Open(
       v1::Allocator::Stub& stub, const std::string& client_name = "test");
+  // Resumes the session whose token is `token` (OpenSession with
+  // resume_token); the stream's status when refused (NOT_FOUND,
+  // FAILED_PRECONDITION).
+  static absl::StatusOr<std::unique_ptr<Session>> Resume(
+      v1::Allocator::Stub& stub, const std::string& token);
   ~Session() { Close(); }
 
   uint64_t id() const { return first_event_.session_id(); }
+  // The session's secret, from the first event (Allocate, Free, Resume).
+  const std::string& token() const { return first_event_.session_token(); }
   const v1::SessionEvent& first_event() const { return first_event_; }
   // Cancels the stream and waits for it to finish. Idempotent.
   void Close();
 
  private:
   Session() = default;
+  static absl::StatusOr<std::unique_ptr<Session>> OpenImpl(
+      v1::Allocator::Stub& stub, const v1::OpenSessionRequest& request);
   grpc::ClientContext context_;
   std::unique_ptr<grpc::ClientReader<v1::SessionEvent>> reader_;
   v1::SessionEvent first_event_;
@@ -148,12 +157,17 @@ absl::StatusOr<v1::Region> ResetRegion(v1::Allocator::Stub& stub,
                                        bool force = false);
 absl::StatusOr<v1::AllocateResponse> Allocate(
     v1::Allocator::Stub& stub, const v1::AllocateRequest& request);
-// Allocate of `count` extents of `size_bytes` in `region` for `session_id`.
+// Allocate of `count` extents of `size_bytes` in `region` in `session`
+// (its id and token).
 absl::StatusOr<v1::AllocateResponse> Allocate(
-    v1::Allocator::Stub& stub, uint64_t session_id, const std::string& region,
-    uint64_t size_bytes, uint32_t count = 1, bool detached = false);
+    v1::Allocator::Stub& stub, const Session& session,
+    const std::string& region, uint64_t size_bytes, uint32_t count = 1,
+    bool detached = false);
 absl::StatusOr<v1::FreeResponse> Free(v1::Allocator::Stub& stub,
-                                      uint64_t session_id,
+                                      const v1::FreeRequest& request);
+// Free of `offsets` in `region` in `session` (its id and token).
+absl::StatusOr<v1::FreeResponse> Free(v1::Allocator::Stub& stub,
+                                      const Session& session,
                                       const std::string& region,
                                       const std::vector<uint64_t>& offsets);
 absl::StatusOr<v1::Stats> GetStats(v1::Allocator::Stub& stub,

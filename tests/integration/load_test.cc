@@ -96,7 +96,7 @@ void Client(DaemonProcess& daemon, int index, absl::Barrier* start,
     window.pop_back();
     table.Erase(region, offset);
     absl::StatusOr<v1::FreeResponse> f =
-        Free(*stub, (*session)->id(), region, {offset});
+        Free(*stub, **session, region, {offset});
     if (!f.ok()) return fail(f.status());
     counters.frees.fetch_add(1, std::memory_order_relaxed);
   };
@@ -104,7 +104,7 @@ void Client(DaemonProcess& daemon, int index, absl::Barrier* start,
     const std::string& region = kRegions[rng() % kRegions.size()].first;
     const uint64_t size = region == "pool" ? 64 : 1 + rng() % 2048;
     absl::StatusOr<v1::AllocateResponse> a =
-        Allocate(*stub, (*session)->id(), region, size);
+        Allocate(*stub, **session, region, size);
     if (!a.ok()) {
       fail(a.status());
       continue;

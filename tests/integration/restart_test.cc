@@ -1,7 +1,8 @@
 // Restart: a clean stop (SIGTERM, exit 0) and a start on the same shm_dir.
 // Detached allocations and the bytes written into them survive, the stats
-// show them and they free normally afterwards; the allocations of sessions
-// that were open at the stop are gone (the stop ended those sessions).
+// show them and they free normally afterwards; the sessions that were open
+// at the stop are orphaned (session_resume_test resumes them) and, not
+// resumed, reclaimed after limits.session_grace_ms (short here).
 #include <google/protobuf/util/message_differencer.h>
 
 #include <cstdio>
@@ -39,8 +40,16 @@ bool HasPattern(const MappedFile& map, const v1::Extent& e, size_t bytes) {
   return true;
 }
 
+constexpr absl::Duration kReclaimDeadline = absl::Seconds(10);
+
 class RestartTest : public DaemonTest,
-                    public ::testing::WithParamInterface<v1::Strategy> {};
+                    public ::testing::WithParamInterface<v1::Strategy> {
+ protected:
+  DaemonOptions Options() const override {
+    return {.config_text = "limits { session_grace_ms: 100 }\n",
+            .extra_flags = {}};
+  }
+};
 
 TEST_P(RestartTest, DetachedAllocationsAndTheirBytesSurviveACleanRestart) {
   constexpr uint64_t kSize = 64;
@@ -50,10 +59,10 @@ TEST_P(RestartTest, DetachedAllocationsAndTheirBytesSurviveACleanRestart) {
       Session::Open(stub(), "before");
   ASSERT_THAT(session, IsOk());
   absl::StatusOr<v1::AllocateResponse> detached =
-      Allocate(stub(), (*session)->id(), "r", kSize, 5, /*detached=*/true);
+      Allocate(stub(), **session, "r", kSize, 5, /*detached=*/true);
   ASSERT_THAT(detached, IsOk());
   absl::StatusOr<v1::AllocateResponse> owned =
-      Allocate(stub(), (*session)->id(), "r", kSize, 7);
+      Allocate(stub(), **session, "r", kSize, 7);
   ASSERT_THAT(owned, IsOk());
   uint64_t detached_bytes = 0;
   {
@@ -69,9 +78,18 @@ TEST_P(RestartTest, DetachedAllocationsAndTheirBytesSurviveACleanRestart) {
   ASSERT_THAT(before, IsOk());
   EXPECT_EQ(before->live_allocations(), 12u);
 
-  // Stop with the session still open: the daemon must end it and exit 0.
+  // Stop with the session still open: the daemon orphans it and exits 0;
+  // nobody resumes it, so the owned allocations go after the grace period.
   SHMALLOC_ASSERT_OK(daemon_->Restart());
   session->reset();
+  PollResult reclaimed = PollStats(
+      stub(),
+      [](const v1::Stats& s) {
+        return s.sessions_reclaimed() == 1 && s.regions_size() == 1 &&
+               s.regions(0).live_allocations() == 5;
+      },
+      kReclaimDeadline);
+  ASSERT_TRUE(reclaimed.done) << reclaimed.stats.DebugString();
 
   absl::StatusOr<v1::Region> again = GetRegion(stub(), "r");
   ASSERT_THAT(again, IsOk());
@@ -100,11 +118,11 @@ TEST_P(RestartTest, DetachedAllocationsAndTheirBytesSurviveACleanRestart) {
   absl::StatusOr<std::unique_ptr<Session>> after =
       Session::Open(stub(), "after");
   ASSERT_THAT(after, IsOk());
-  // The owned allocations ended with their session at the stop.
-  EXPECT_THAT(Free(stub(), (*after)->id(), "r", {owned->extents(0).offset()}),
+  // The owned allocations were reclaimed with their orphaned session.
+  EXPECT_THAT(Free(stub(), **after, "r", {owned->extents(0).offset()}),
               StatusIs(absl::StatusCode::kFailedPrecondition));
   absl::StatusOr<v1::FreeResponse> freed =
-      Free(stub(), (*after)->id(), "r", Offsets(*detached));
+      Free(stub(), **after, "r", Offsets(*detached));
   ASSERT_THAT(freed, IsOk());
   EXPECT_EQ(freed->freed_bytes(), detached_bytes);
   absl::StatusOr<v1::RegionStats> empty = GetRegionStats(stub(), "r");
@@ -112,7 +130,7 @@ TEST_P(RestartTest, DetachedAllocationsAndTheirBytesSurviveACleanRestart) {
   EXPECT_EQ(empty->used_bytes(), 0u);
   EXPECT_EQ(empty->live_allocations(), 0u);
   // And the region allocates as before.
-  EXPECT_THAT(Allocate(stub(), (*after)->id(), "r", kSize, 100), IsOk());
+  EXPECT_THAT(Allocate(stub(), **after, "r", kSize, 100), IsOk());
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -132,7 +150,7 @@ TEST_F(ArenaRestartTest, ArenaCursorAndBytesSurviveACleanRestart) {
   absl::StatusOr<std::unique_ptr<Session>> session = Session::Open(stub());
   ASSERT_THAT(session, IsOk());
   absl::StatusOr<v1::AllocateResponse> a =
-      Allocate(stub(), (*session)->id(), "arena", 256, 4);
+      Allocate(stub(), **session, "arena", 256, 4);
   ASSERT_THAT(a, IsOk());
   {
     absl::StatusOr<std::unique_ptr<MappedFile>> map =
@@ -158,22 +176,28 @@ TEST_F(ArenaRestartTest, ArenaCursorAndBytesSurviveACleanRestart) {
   session = Session::Open(stub());
   ASSERT_THAT(session, IsOk());
   absl::StatusOr<v1::AllocateResponse> next =
-      Allocate(stub(), (*session)->id(), "arena", 256);
+      Allocate(stub(), **session, "arena", 256);
   ASSERT_THAT(next, IsOk());
   EXPECT_GE(next->extents(0).offset(),
             a->extents(3).offset() + a->extents(3).size_bytes());
 }
 
-class StopTest : public DaemonTest {};
+class StopTest : public DaemonTest {
+ protected:
+  DaemonOptions Options() const override {
+    return {.config_text = "limits { session_grace_ms: 100 }\n",
+            .extra_flags = {}};
+  }
+};
 
-TEST_F(StopTest, SigtermEndsOpenSessionsAndStreamsAndExitsPromptly) {
+TEST_F(StopTest, SigtermOrphansOpenSessionsEndsStreamsAndExitsPromptly) {
   ASSERT_THAT(CreateRegion(stub(), "r", v1::STRATEGY_FREE_LIST), IsOk());
   std::vector<std::unique_ptr<Session>> sessions;
   for (int i = 0; i < 3; ++i) {
     absl::StatusOr<std::unique_ptr<Session>> s =
         Session::Open(stub(), absl::StrCat("open-at-stop-", i));
     ASSERT_THAT(s, IsOk());
-    ASSERT_THAT(Allocate(stub(), (*s)->id(), "r", 128, 4), IsOk());
+    ASSERT_THAT(Allocate(stub(), **s, "r", 128, 4), IsOk());
     sessions.push_back(*std::move(s));
   }
   grpc::ClientContext watch_context;
@@ -197,11 +221,18 @@ TEST_F(StopTest, SigtermEndsOpenSessionsAndStreamsAndExitsPromptly) {
   (void)watch->Finish();
   sessions.clear();
 
+  // The sessions were orphaned, not freed; unresumed, they are reclaimed
+  // after the (short) grace period.
   SHMALLOC_ASSERT_OK(daemon_->Start());
-  absl::StatusOr<v1::RegionStats> stats = GetRegionStats(stub(), "r");
-  ASSERT_THAT(stats, IsOk());
-  EXPECT_EQ(stats->live_allocations(), 0u);
-  EXPECT_EQ(stats->used_bytes(), 0u);
+  PollResult reclaimed = PollStats(
+      stub(),
+      [](const v1::Stats& s) {
+        return s.sessions_reclaimed() == 3 && s.regions_size() == 1 &&
+               s.regions(0).live_allocations() == 0;
+      },
+      kReclaimDeadline);
+  ASSERT_TRUE(reclaimed.done) << reclaimed.stats.DebugString();
+  EXPECT_EQ(reclaimed.stats.regions(0).used_bytes(), 0u);
 }
 
 TEST_F(StopTest, StartsAgainAfterSigkillLeftItsSocketBehind) {

@@ -175,7 +175,7 @@ class AllocateFreeTest : public RpcTest,
 
 TEST_P(AllocateFreeTest, SingleAllocationIsAlignedInTheHeapAndCounted) {
   absl::StatusOr<v1::AllocateResponse> a =
-      Allocate(stub(), session_->id(), "heap", 48);
+      Allocate(stub(), *session_, "heap", 48);
   ASSERT_THAT(a, IsOk());
   ASSERT_EQ(a->extents_size(), 1);
   const v1::Extent e = a->extents(0);
@@ -200,7 +200,7 @@ TEST_P(AllocateFreeTest, SingleAllocationIsAlignedInTheHeapAndCounted) {
   EXPECT_EQ(stats->sessions(0).live_allocations(), 1u);
 
   absl::StatusOr<v1::FreeResponse> f =
-      Free(stub(), session_->id(), "heap", {e.offset()});
+      Free(stub(), *session_, "heap", {e.offset()});
   ASSERT_THAT(f, IsOk());
   EXPECT_EQ(f->freed_bytes(), e.size_bytes());
   stats = GetRegionStats(stub(), "heap");
@@ -213,7 +213,7 @@ TEST_P(AllocateFreeTest, SingleAllocationIsAlignedInTheHeapAndCounted) {
 
 TEST_P(AllocateFreeTest, BatchOfThousandIsDisjointAndFreedInOneCall) {
   absl::StatusOr<v1::AllocateResponse> a =
-      Allocate(stub(), session_->id(), "heap", 64, /*count=*/1000);
+      Allocate(stub(), *session_, "heap", 64, /*count=*/1000);
   ASSERT_THAT(a, IsOk());
   ASSERT_EQ(a->extents_size(), 1000);
   ExpectDisjointInHeap(*a, region_);
@@ -232,7 +232,7 @@ TEST_P(AllocateFreeTest, BatchOfThousandIsDisjointAndFreedInOneCall) {
   EXPECT_EQ(in_histogram, 1000u);
 
   absl::StatusOr<v1::FreeResponse> f =
-      Free(stub(), session_->id(), "heap", Offsets(*a));
+      Free(stub(), *session_, "heap", Offsets(*a));
   ASSERT_THAT(f, IsOk());
   EXPECT_EQ(f->freed_bytes(), reserved);
   stats = GetRegionStats(stub(), "heap");
@@ -244,10 +244,10 @@ TEST_P(AllocateFreeTest, BatchOfThousandIsDisjointAndFreedInOneCall) {
 
 TEST_P(AllocateFreeTest, DetachedAllocationOutlivesItsSession) {
   absl::StatusOr<v1::AllocateResponse> owned =
-      Allocate(stub(), session_->id(), "heap", 64, 3);
+      Allocate(stub(), *session_, "heap", 64, 3);
   ASSERT_THAT(owned, IsOk());
   absl::StatusOr<v1::AllocateResponse> detached =
-      Allocate(stub(), session_->id(), "heap", 64, 2, /*detached=*/true);
+      Allocate(stub(), *session_, "heap", 64, 2, /*detached=*/true);
   ASSERT_THAT(detached, IsOk());
   uint64_t detached_bytes = 0;
   for (const v1::Extent& e : detached->extents()) {
@@ -278,7 +278,7 @@ TEST_P(AllocateFreeTest, DetachedAllocationOutlivesItsSession) {
   std::unique_ptr<Session> later = OpenSessionOrDie("later");
   ASSERT_NE(later, nullptr);
   absl::StatusOr<v1::FreeResponse> f =
-      Free(stub(), later->id(), "heap", Offsets(*detached));
+      Free(stub(), *later, "heap", Offsets(*detached));
   ASSERT_THAT(f, IsOk());
   EXPECT_EQ(f->freed_bytes(), detached_bytes);
   stats = GetRegionStats(stub(), "heap");
@@ -288,8 +288,8 @@ TEST_P(AllocateFreeTest, DetachedAllocationOutlivesItsSession) {
 }
 
 TEST_P(AllocateFreeTest, ForcedResetFreesEverythingAndBumpsGeneration) {
-  ASSERT_THAT(Allocate(stub(), session_->id(), "heap", 64, 10), IsOk());
-  ASSERT_THAT(Allocate(stub(), session_->id(), "heap", 64, 1, true), IsOk());
+  ASSERT_THAT(Allocate(stub(), *session_, "heap", 64, 10), IsOk());
+  ASSERT_THAT(Allocate(stub(), *session_, "heap", 64, 1, true), IsOk());
   absl::StatusOr<v1::Region> reset = ResetRegion(stub(), "heap", true);
   ASSERT_THAT(reset, IsOk());
   EXPECT_EQ(reset->generation(), region_.generation() + 1);
@@ -314,7 +314,7 @@ TEST_P(AllocateFreeTest, ForcedResetFreesEverythingAndBumpsGeneration) {
       reinterpret_cast<const SegmentHeader*>((*map)->data())->generation.load(),
       region_.generation() + 2);
   absl::StatusOr<v1::AllocateResponse> a =
-      Allocate(stub(), session_->id(), "heap", 64);
+      Allocate(stub(), *session_, "heap", 64);
   ASSERT_THAT(a, IsOk());
   EXPECT_EQ(a->generation(), region_.generation() + 2);
 }
@@ -332,6 +332,7 @@ TEST_F(RpcTest, AlignmentUpToAPageIsHonoured) {
       SCOPED_TRACE(absl::StrCat(name, " alignment ", alignment));
       v1::AllocateRequest request;
       request.set_session_id(session->id());
+      request.set_session_token(session->token());
       request.set_region(name);
       request.set_size_bytes(100);
       request.set_alignment(alignment);
@@ -352,6 +353,7 @@ TEST_F(RpcTest, ZeroAlignmentAndZeroCountMeanTheDefaults) {
   ASSERT_NE(session, nullptr);
   v1::AllocateRequest request;
   request.set_session_id(session->id());
+  request.set_session_token(session->token());
   request.set_region("d");
   request.set_size_bytes(24);
   request.set_alignment(0);
@@ -371,7 +373,7 @@ TEST_F(RpcTest, ArenaAllocatesByRpcAndResetsWithoutForce) {
   std::unique_ptr<Session> session = OpenSessionOrDie();
   ASSERT_NE(session, nullptr);
   absl::StatusOr<v1::AllocateResponse> a =
-      Allocate(stub(), session->id(), "arena", 100, 10);
+      Allocate(stub(), *session, "arena", 100, 10);
   ASSERT_THAT(a, IsOk());
   ASSERT_EQ(a->extents_size(), 10);
   ExpectDisjointInHeap(*a, *region);
@@ -396,7 +398,7 @@ TEST_F(RpcTest, ArenaAllocatesByRpcAndResetsWithoutForce) {
   EXPECT_EQ(stats->used_bytes(), 0u);
   // The cursor rewound: the next allocation starts where the first did.
   absl::StatusOr<v1::AllocateResponse> again =
-      Allocate(stub(), session->id(), "arena", 100);
+      Allocate(stub(), *session, "arena", 100);
   ASSERT_THAT(again, IsOk());
   EXPECT_EQ(again->extents(0).offset(), a->extents(0).offset());
   EXPECT_EQ(again->generation(), reset->generation());
@@ -434,7 +436,7 @@ TEST_F(RpcTest, GetStatsReportsDaemonFiguresAndHistogram) {
   uint64_t requested = 0;
   for (uint64_t size : {1, 16, 100, 1000, 5000, 5000}) {
     absl::StatusOr<v1::AllocateResponse> a =
-        Allocate(stub(), session->id(), "a", size);
+        Allocate(stub(), *session, "a", size);
     ASSERT_THAT(a, IsOk());
     ++expected_histogram[Log2Upper(a->extents(0).size_bytes())];
     used += a->extents(0).size_bytes();
@@ -509,7 +511,7 @@ TEST_F(RpcTest, WatchStatsDeliversUpdatesUntilCancelled) {
 
   // A change shows up in a later update.
   absl::StatusOr<v1::AllocateResponse> a =
-      Allocate(stub(), session->id(), "w", 64);
+      Allocate(stub(), *session, "w", 64);
   ASSERT_THAT(a, IsOk());
   int updates = 1;
   bool saw_allocation = false;
@@ -573,7 +575,7 @@ TEST_F(RpcTest, BytesWrittenThroughOneMappingAreReadThroughAnother) {
   std::unique_ptr<Session> session = OpenSessionOrDie();
   ASSERT_NE(session, nullptr);
   absl::StatusOr<v1::AllocateResponse> a =
-      Allocate(stub(), session->id(), "shared", 4096, 2);
+      Allocate(stub(), *session, "shared", 4096, 2);
   ASSERT_THAT(a, IsOk());
   const v1::Extent e = a->extents(0);
   absl::StatusOr<std::unique_ptr<MappedFile>> writer =
@@ -596,10 +598,10 @@ TEST_F(RpcTest, BytesWrittenThroughOneMappingAreReadThroughAnother) {
   // The daemon never touches heap bytes: more allocation traffic, a free of
   // the neighbour, and the pattern is intact.
   absl::StatusOr<v1::AllocateResponse> more =
-      Allocate(stub(), session->id(), "shared", 64, 500);
+      Allocate(stub(), *session, "shared", 64, 500);
   ASSERT_THAT(more, IsOk());
-  ASSERT_THAT(Free(stub(), session->id(), "shared", Offsets(*more)), IsOk());
-  ASSERT_THAT(Free(stub(), session->id(), "shared", {a->extents(1).offset()}),
+  ASSERT_THAT(Free(stub(), *session, "shared", Offsets(*more)), IsOk());
+  ASSERT_THAT(Free(stub(), *session, "shared", {a->extents(1).offset()}),
               IsOk());
   EXPECT_EQ(std::memcmp((*reader)->data() + e.offset(), pattern.data(),
                         pattern.size()),

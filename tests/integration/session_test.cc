@@ -149,7 +149,7 @@ TEST_P(SessionDeathTest, KilledClientsOwnedAllocationsAreReclaimedInASecond) {
       Session::Open(stub(), "other");
   ASSERT_THAT(other, IsOk());
   absl::StatusOr<v1::AllocateResponse> others =
-      Allocate(stub(), (*other)->id(), "r", 64, 5);
+      Allocate(stub(), **other, "r", 64, 5);
   ASSERT_THAT(others, IsOk());
 
   absl::StatusOr<std::unique_ptr<ChildClient>> child =
@@ -187,10 +187,10 @@ TEST_P(SessionDeathTest, KilledClientsOwnedAllocationsAreReclaimedInASecond) {
 
   // The dead client's owned offsets are no longer live; its detached ones
   // and the other session's are, and free normally.
-  EXPECT_THAT(Free(stub(), (*other)->id(), "r", {(*child)->owned()[0]}),
+  EXPECT_THAT(Free(stub(), **other, "r", {(*child)->owned()[0]}),
               StatusIs(absl::StatusCode::kFailedPrecondition));
-  EXPECT_THAT(Free(stub(), (*other)->id(), "r", (*child)->detached()), IsOk());
-  EXPECT_THAT(Free(stub(), (*other)->id(), "r", Offsets(*others)), IsOk());
+  EXPECT_THAT(Free(stub(), **other, "r", (*child)->detached()), IsOk());
+  EXPECT_THAT(Free(stub(), **other, "r", Offsets(*others)), IsOk());
   absl::StatusOr<v1::RegionStats> empty = GetRegionStats(stub(), "r");
   ASSERT_THAT(empty, IsOk());
   EXPECT_EQ(empty->used_bytes(), 0u);
@@ -237,11 +237,11 @@ TEST_F(SessionTest, CleanCloseFreesOnlyThatSessionsOwnedAllocations) {
   absl::StatusOr<std::unique_ptr<Session>> b = Session::Open(stub(), "b");
   ASSERT_THAT(a, IsOk());
   ASSERT_THAT(b, IsOk());
-  ASSERT_THAT(Allocate(stub(), (*a)->id(), "r", 200, 4), IsOk());
+  ASSERT_THAT(Allocate(stub(), **a, "r", 200, 4), IsOk());
   absl::StatusOr<v1::AllocateResponse> kept =
-      Allocate(stub(), (*a)->id(), "r", 200, 2, /*detached=*/true);
+      Allocate(stub(), **a, "r", 200, 2, /*detached=*/true);
   ASSERT_THAT(kept, IsOk());
-  ASSERT_THAT(Allocate(stub(), (*b)->id(), "r", 200, 3), IsOk());
+  ASSERT_THAT(Allocate(stub(), **b, "r", 200, 3), IsOk());
   const uint64_t b_id = (*b)->id();
 
   (*a)->Close();
@@ -257,7 +257,7 @@ TEST_F(SessionTest, CleanCloseFreesOnlyThatSessionsOwnedAllocations) {
   ASSERT_EQ(r.sessions_size(), 1);
   EXPECT_EQ(r.sessions(0).session_id(), b_id);
   EXPECT_EQ(r.sessions(0).live_allocations(), 3u);
-  EXPECT_THAT(Free(stub(), b_id, "r", Offsets(*kept)), IsOk());
+  EXPECT_THAT(Free(stub(), **b, "r", Offsets(*kept)), IsOk());
 }
 
 TEST_F(SessionTest, ThousandSessionsOpenAtOnceAllocateAndClose) {
@@ -281,7 +281,7 @@ TEST_F(SessionTest, ThousandSessionsOpenAtOnceAllocateAndClose) {
       for (int i = 0; i < kPerThread; ++i) {
         auto session = Session::Open(*stubs[t], absl::StrCat("s", t, ".", i));
         absl::Status s = session.status();
-        if (s.ok()) s = Allocate(*stubs[t], (*session)->id(), "r", 64).status();
+        if (s.ok()) s = Allocate(*stubs[t], **session, "r", 64).status();
         absl::MutexLock lock(&mu);
         if (!s.ok()) errors.push_back(s.ToString());
         if (session.ok()) sessions.push_back(*std::move(session));
