@@ -119,6 +119,26 @@ TEST(ConfigTest, ListenAddressesDefaultToLoopback) {
   }
 }
 
+TEST(ConfigTest, MetricsListenIsOffByDefaultAndNormalized) {
+  absl::StatusOr<DaemonOptions> options =
+      ResolveOptions(v1::DaemonConfig(), {}, DefaultSocket);
+  ASSERT_THAT(options, IsOk());
+  EXPECT_EQ(options->metrics_listen, "");
+  FlagValues flags;
+  flags.metrics_listen = "9477";
+  options = ResolveOptions(v1::DaemonConfig(), flags, DefaultSocket);
+  ASSERT_THAT(options, IsOk());
+  EXPECT_EQ(options->metrics_listen, "127.0.0.1:9477");
+  for (const char* bad : {"abc", "1.2.3.4:99999", ":0x"}) {
+    flags.metrics_listen = bad;
+    options = ResolveOptions(v1::DaemonConfig(), flags, DefaultSocket);
+    EXPECT_THAT(options, StatusIs(absl::StatusCode::kInvalidArgument)) << bad;
+    EXPECT_THAT(std::string(options.status().message()),
+                HasSubstr("--metrics_listen"))
+        << bad;
+  }
+}
+
 TEST(SocketPathTest, EnvironmentWinsThenRunThenXdgThenTmp) {
   SocketEnvironment env;
   env.uid = 1000;
