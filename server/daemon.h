@@ -10,9 +10,9 @@
 // sessions of the previous run become orphans, and a SessionReaper thread
 // reclaims those not resumed within session_grace_ms.
 //
-// Shutdown: stops the metrics endpoint, refuses new calls (UNAVAILABLE), ends every OpenSession and
-// WatchStats stream (each session is orphaned, never freed: its client
-// resumes it after the restart; the reaper is stopped first),
+// Shutdown: stops the metrics endpoint, refuses new calls (UNAVAILABLE), ends
+// every OpenSession and WatchStats stream (each session is orphaned, never
+// freed: its client resumes it after the restart; the reaper is stopped first),
 // waits at most `drain` for unary calls in flight, then stops gRPC at once
 // (idle client connections do not hold it up), syncs and unmaps every
 // region and removes the socket file. Regions persist in shm_dir.

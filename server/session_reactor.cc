@@ -4,7 +4,6 @@
 #include <utility>
 
 #include "absl/time/clock.h"
-
 #include "common/log.h"
 #include "server/grpc_status.h"
 
@@ -29,8 +28,8 @@ SessionReactor::SessionReactor(Core& core,
     id = core_.sessions.Resume(request.resume_token(), absl::Now());
     if (id.ok()) token = request.resume_token();
   } else {
-    absl::StatusOr<SessionTable::Opened> opened = core_.sessions.Open(
-        request.client_name(), request.pid(), absl::Now());
+    absl::StatusOr<SessionTable::Opened> opened =
+        core_.sessions.Open(request.client_name(), request.pid(), absl::Now());
     if (opened.ok()) {
       id = opened->id;
       token = std::move(opened->token);

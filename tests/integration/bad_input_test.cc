@@ -43,11 +43,11 @@ struct Env {
   v1::Allocator::Stub* stub = nullptr;
   uint64_t sid = 0;
   v1::Region fl, pool, tiny;
-  uint64_t live = 0;       // live in fl
-  uint64_t freed = 0;      // freed in fl
-  uint64_t pool_live = 0;  // live in pool
-  uint64_t ended_sid = 0;  // a session that was opened and closed
-  std::string ended_token;  // its token
+  uint64_t live = 0;               // live in fl
+  uint64_t freed = 0;              // freed in fl
+  uint64_t pool_live = 0;          // live in pool
+  uint64_t ended_sid = 0;          // a session that was opened and closed
+  std::string ended_token;         // its token
   std::unique_ptr<Session> other;  // a second open session
 };
 
@@ -516,8 +516,9 @@ void BadInputTest::SetUpTestSuite() {
   e.pool_live = pool_live->extents(0).offset();
   ASSERT_THAT(Free(*e.stub, *e.session, "fl", {e.freed}), IsOk());
   ASSERT_THAT(Allocate(*e.stub, *e.session, "arena", 64), IsOk());
-  ASSERT_THAT(Allocate(*e.stub, *e.session, "tiny", 60 << 10, 1, /*detached=*/true),
-              IsOk());
+  ASSERT_THAT(
+      Allocate(*e.stub, *e.session, "tiny", 60 << 10, 1, /*detached=*/true),
+      IsOk());
   ASSERT_THAT(Allocate(*e.stub, *e.session, "quota", 3072), IsOk());
   {
     auto ended = Session::Open(*e.stub, "ended");

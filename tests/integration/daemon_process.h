@@ -159,10 +159,12 @@ absl::StatusOr<v1::AllocateResponse> Allocate(
     v1::Allocator::Stub& stub, const v1::AllocateRequest& request);
 // Allocate of `count` extents of `size_bytes` in `region` in `session`
 // (its id and token).
-absl::StatusOr<v1::AllocateResponse> Allocate(
-    v1::Allocator::Stub& stub, const Session& session,
-    const std::string& region, uint64_t size_bytes, uint32_t count = 1,
-    bool detached = false);
+absl::StatusOr<v1::AllocateResponse> Allocate(v1::Allocator::Stub& stub,
+                                              const Session& session,
+                                              const std::string& region,
+                                              uint64_t size_bytes,
+                                              uint32_t count = 1,
+                                              bool detached = false);
 absl::StatusOr<v1::FreeResponse> Free(v1::Allocator::Stub& stub,
                                       const v1::FreeRequest& request);
 // Free of `offsets` in `region` in `session` (its id and token).

@@ -510,8 +510,7 @@ TEST_F(RpcTest, WatchStatsDeliversUpdatesUntilCancelled) {
   EXPECT_EQ(update.regions(0).used_bytes(), 0u);
 
   // A change shows up in a later update.
-  absl::StatusOr<v1::AllocateResponse> a =
-      Allocate(stub(), *session, "w", 64);
+  absl::StatusOr<v1::AllocateResponse> a = Allocate(stub(), *session, "w", 64);
   ASSERT_THAT(a, IsOk());
   int updates = 1;
   bool saw_allocation = false;
