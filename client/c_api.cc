@@ -35,6 +35,9 @@ static_assert(SHMALLOC_UNAUTHENTICATED ==
               static_cast<int>(absl::StatusCode::kUnauthenticated));
 static_assert(SHMALLOC_NOT_FOUND ==
               static_cast<int>(absl::StatusCode::kNotFound));
+static_assert(SHMALLOC_LOST == static_cast<int>(sc::ConnectionState::kLost));
+static_assert(SHMALLOC_RESUMED ==
+              static_cast<int>(sc::ConnectionState::kResumed));
 static_assert(SHMALLOC_STRATEGY_FREE_LIST ==
               static_cast<int>(sc::Strategy::kFreeList));
 
@@ -111,6 +114,26 @@ shmalloc_status_t shmalloc_connect_with_options(
       if (options->shm_dir != nullptr) o.shm_dir = options->shm_dir;
       o.connect_timeout = Millis(options->connect_timeout_ms);
       o.rpc_timeout = Millis(options->rpc_timeout_ms);
+      sc::ReconnectOptions& r = o.reconnect;
+      r.enabled = options->disable_reconnect == 0;
+      if (options->reconnect_initial_backoff_ms != 0) {
+        r.initial_backoff =
+            absl::Milliseconds(options->reconnect_initial_backoff_ms);
+      }
+      if (options->reconnect_max_backoff_ms != 0) {
+        r.max_backoff = absl::Milliseconds(options->reconnect_max_backoff_ms);
+      }
+      if (options->reconnect_give_up_ms != 0) {
+        r.give_up_after = absl::Milliseconds(options->reconnect_give_up_ms);
+      }
+      r.call_wait = absl::Milliseconds(options->call_wait_ms);
+      if (options->on_state_change != nullptr) {
+        r.on_state_change =
+            [fn = options->on_state_change,
+             arg = options->on_state_change_arg](sc::ConnectionState state) {
+              fn(static_cast<shmalloc_connection_state_t>(state), arg);
+            };
+      }
     }
     auto c = sc::Client::Connect(o);
     if (!c.ok()) return Fail(c.status());
@@ -123,6 +146,27 @@ void shmalloc_client_close(shmalloc_client_t* client) { delete client; }
 
 uint64_t shmalloc_client_session_id(const shmalloc_client_t* client) {
   return client == nullptr ? 0 : client->client->session_id();
+}
+
+shmalloc_connection_state_t shmalloc_client_connection_state(
+    const shmalloc_client_t* client) {
+  if (client == nullptr) return SHMALLOC_LOST;
+  return static_cast<shmalloc_connection_state_t>(
+      client->client->connection_state());
+}
+
+const char* shmalloc_connection_state_name(shmalloc_connection_state_t state) {
+  switch (state) {
+    case SHMALLOC_CONNECTED:
+      return "CONNECTED";
+    case SHMALLOC_RECONNECTING:
+      return "RECONNECTING";
+    case SHMALLOC_RESUMED:
+      return "RESUMED";
+    case SHMALLOC_LOST:
+      return "LOST";
+  }
+  return "UNKNOWN";
 }
 
 shmalloc_status_t shmalloc_region_create(

@@ -124,31 +124,28 @@ absl::StatusOr<std::shared_ptr<Connection>> Connection::Open(
   c->give_up_after_ = r.give_up_after;
   c->reconnect_ = r.enabled;
   c->on_state_change_ = r.on_state_change;
-  // gRPC's own reconnect backoff (default 1 s .. 120 s) would hide a
-  // restarted daemon from our attempts; keep it no slower than ours.
-  grpc::ChannelArguments args;
-  const int initial_ms = static_cast<int>(
+  c->initial_backoff_ms_ = static_cast<int>(
       std::max<int64_t>(1, absl::ToInt64Milliseconds(r.initial_backoff)));
-  const int max_ms = static_cast<int>(
-      std::max<int64_t>(initial_ms, absl::ToInt64Milliseconds(r.max_backoff)));
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, initial_ms);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, initial_ms);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, max_ms);
-  c->channel_ = grpc::CreateCustomChannel(
-      c->target_, grpc::InsecureChannelCredentials(), args);
-  if (c->channel_ == nullptr) {
+  c->max_backoff_ms_ = static_cast<int>(std::max<int64_t>(
+      c->initial_backoff_ms_, absl::ToInt64Milliseconds(r.max_backoff)));
+  std::shared_ptr<grpc::Channel> channel = c->NewChannel();
+  if (channel == nullptr) {
     return absl::InvalidArgumentError(
         absl::StrCat("bad shmallocd target '", c->target_, "'"));
   }
   const absl::Time deadline = absl::Now() + options.connect_timeout;
-  if (!c->channel_->WaitForConnected(absl::ToChronoTime(deadline))) {
+  if (!channel->WaitForConnected(absl::ToChronoTime(deadline))) {
     return absl::UnavailableError(
         absl::StrCat("cannot connect to shmallocd at ", c->target_, " within ",
                      absl::FormatDuration(options.connect_timeout),
                      ": is the daemon running? (set ", kSocketEnvVar,
                      " or ConnectOptions::target)"));
   }
-  c->stub_ = v1::Allocator::NewStub(c->channel_);
+  {
+    absl::MutexLock lock(&c->mu_);
+    c->stub_ = v1::Allocator::NewStub(channel);
+    c->channel_ = std::move(channel);
+  }
   c->session_thread_ = std::thread([raw = c.get()] { raw->RunSession(); });
 
   absl::Status status;
@@ -173,6 +170,19 @@ absl::StatusOr<std::shared_ptr<Connection>> Connection::Open(
                     : EnvOr(kShmDirEnvVar, c->first_shm_dir_);
   if (c->shm_dir_.empty()) c->shm_dir_ = "/dev/shm";
   return c;
+}
+
+std::shared_ptr<grpc::Channel> Connection::NewChannel() const {
+  // gRPC's own reconnect backoff (default 1 s .. 120 s) would hide a
+  // restarted daemon from our attempts; keep it no slower than ours.
+  // (GRPC_ARG_MIN_RECONNECT_BACKOFF_MS is really the connect timeout; left
+  // at its default so a slow handshake is not cut short.)
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, initial_backoff_ms_);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, max_backoff_ms_);
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  return grpc::CreateCustomChannel(target_, grpc::InsecureChannelCredentials(),
+                                   args);
 }
 
 Connection::~Connection() {
@@ -218,8 +228,9 @@ SessionSnapshot Connection::snapshot() const {
           .resumes = resumes_};
 }
 
-absl::Status Connection::AwaitLive(std::string_view method, absl::Time deadline,
-                                   uint64_t* epoch) const {
+absl::Status Connection::AwaitLive(
+    std::string_view method, absl::Time deadline, uint64_t* epoch,
+    std::shared_ptr<v1::Allocator::Stub>* stub) const {
   absl::MutexLock lock(&mu_);
   auto settled = [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
     return closing_ || state_ == ConnectionState::kLost || Live();
@@ -227,6 +238,7 @@ absl::Status Connection::AwaitLive(std::string_view method, absl::Time deadline,
   mu_.AwaitWithDeadline(absl::Condition(&settled), deadline);
   if (Live()) {
     *epoch = epoch_;
+    *stub = stub_;
     return absl::OkStatus();
   }
   const absl::Status s = StatusLocked();
@@ -286,7 +298,9 @@ bool Connection::Pause(absl::Duration d) {
   return !closing_;
 }
 
-std::string Connection::Attach(const v1::SessionEvent& event, bool resume) {
+std::string Connection::Attach(const v1::SessionEvent& event, bool resume,
+                               std::shared_ptr<grpc::Channel> channel,
+                               std::shared_ptr<v1::Allocator::Stub> stub) {
   if (!resume) {
     if (event.session_id() == 0) return "shmallocd opened a session with id 0";
     session_id_ = event.session_id();
@@ -318,6 +332,9 @@ std::string Connection::Attach(const v1::SessionEvent& event, bool resume) {
   }
   {
     absl::MutexLock lock(&mu_);
+    retired_stubs_.push_back(std::move(stub_));
+    stub_ = std::move(stub);
+    channel_ = std::move(channel);
     state_ = ConnectionState::kResumed;
     why_ = absl::OkStatus();
     ++epoch_;
@@ -344,11 +361,19 @@ grpc::Status Connection::RunStream(bool resume, bool* attached,
     absl::MutexLock lock(&mu_);
     request.set_resume_token(session_token_);
   }
+  // A resume runs on a fresh channel (see NewChannel); the first stream on
+  // the one Open connected.
+  std::shared_ptr<grpc::Channel> channel =
+      resume ? NewChannel() : this->channel();
+  std::shared_ptr<v1::Allocator::Stub> stub =
+      resume ? std::shared_ptr<v1::Allocator::Stub>(
+                   v1::Allocator::NewStub(channel))
+             : CurrentStub();
   std::unique_ptr<grpc::ClientReader<v1::SessionEvent>> reader =
-      stub_->OpenSession(&context, request);
+      stub->OpenSession(&context, request);
   v1::SessionEvent event;
   if (reader->Read(&event)) {
-    *lost_reason = Attach(event, resume);
+    *lost_reason = Attach(event, resume, channel, stub);
     if (lost_reason->empty()) {
       *attached = true;
     } else {
@@ -394,15 +419,15 @@ void Connection::RunSession() {
     if (!lost_reason.empty()) {
       SetState(ConnectionState::kLost,
                absl::FailedPreconditionError(
-                   absl::StrCat(session, " lost: ", lost_reason,
+                   absl::StrCat("session lost: ", session, ": ", lost_reason,
                                 " (shmallocd at ", target_, ")")));
       return;
     }
     if (!reconnect_) {
-      SetState(
-          ConnectionState::kLost,
-          absl::FailedPreconditionError(absl::StrCat(
-              session, " lost: the stream ended and reconnect is off: ", why)));
+      SetState(ConnectionState::kLost,
+               absl::FailedPreconditionError(absl::StrCat(
+                   "session lost: ", session,
+                   ": the stream ended and reconnect is off: ", why)));
       return;
     }
     if (attached) {
@@ -413,8 +438,8 @@ void Connection::RunSession() {
     } else if (resume && ResumeRefused(ended.error_code())) {
       SetState(ConnectionState::kLost,
                absl::FailedPreconditionError(
-                   absl::StrCat(session,
-                                " lost: shmallocd refused to resume it (grace "
+                   absl::StrCat("session lost: ", session,
+                                ": shmallocd refused to resume it (grace "
                                 "period over or unknown session): ",
                                 why)));
       return;
@@ -423,14 +448,14 @@ void Connection::RunSession() {
       why_ = absl::UnavailableError(why);
     }
     if (absl::Now() - outage_start >= give_up_after_) {
-      SetState(ConnectionState::kLost,
-               absl::FailedPreconditionError(absl::StrCat(
-                   session, " lost: gave up reconnecting to shmallocd at ",
-                   target_, " after ", absl::FormatDuration(give_up_after_),
-                   "; last error: ", why)));
+      SetState(
+          ConnectionState::kLost,
+          absl::FailedPreconditionError(absl::StrCat(
+              "session lost: ", session,
+              ": gave up reconnecting to shmallocd at ", target_, " after ",
+              absl::FormatDuration(give_up_after_), "; last error: ", why)));
       return;
     }
-    channel_->GetState(/*try_to_connect=*/true);
     if (!Pause(std::min(Jitter(backoff),
                         outage_start + give_up_after_ - absl::Now()))) {
       return;

@@ -25,6 +25,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
@@ -80,8 +81,14 @@ class Connection {
   const std::string& target() const { return target_; }
   const std::string& shm_dir() const { return shm_dir_; }
   absl::Duration rpc_timeout() const { return rpc_timeout_; }
-  v1::Allocator::Stub& stub() { return *stub_; }
-  const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
+  // Returns the stub of the current channel (a resume attaches a fresh
+  // channel; earlier stubs stay valid while the Connection lives).
+  v1::Allocator::Stub& stub() { return *CurrentStub(); }
+  // Returns the current channel.
+  std::shared_ptr<grpc::Channel> channel() const {
+    absl::MutexLock lock(&mu_);
+    return channel_;
+  }
 
   // Returns OK while CONNECTED or RESUMED, UNAVAILABLE while RECONNECTING,
   // FAILED_PRECONDITION "session lost" once LOST; each names the session.
@@ -107,12 +114,13 @@ class Connection {
     absl::Duration pause = initial_backoff_;
     for (;;) {
       uint64_t epoch = 0;
-      absl::Status live = AwaitLive(name, wait_deadline, &epoch);
+      std::shared_ptr<v1::Allocator::Stub> stub;
+      absl::Status live = AwaitLive(name, wait_deadline, &epoch, &stub);
       if (!live.ok()) return live;
       grpc::ClientContext context;
       context.set_deadline(absl::ToChronoTime(absl::Now() + rpc_timeout_));
       const grpc::Status status =
-          (stub_.get()->*method)(&context, request, response);
+          (stub.get()->*method)(&context, request, response);
       if (status.ok()) return absl::OkStatus();
       const bool unknown =
           status.error_code() == grpc::StatusCode::UNAVAILABLE ||
@@ -148,7 +156,19 @@ class Connection {
   grpc::Status RunStream(bool resume, bool* attached, std::string* lost_reason);
   // Records the first event of a stream. Returns "" when accepted, else why
   // the session is lost.
-  std::string Attach(const v1::SessionEvent& event, bool resume);
+  // `channel` / `stub`: what the stream runs on; installed on a resume.
+  std::string Attach(const v1::SessionEvent& event, bool resume,
+                     std::shared_ptr<grpc::Channel> channel,
+                     std::shared_ptr<v1::Allocator::Stub> stub);
+  // Returns a new channel to target_ with its own subchannels: a channel
+  // whose connection broke keeps failing fast with the stale error for
+  // seconds after the daemon is back (gRPC's pick_first), a fresh one
+  // connects at once.
+  std::shared_ptr<grpc::Channel> NewChannel() const;
+  std::shared_ptr<v1::Allocator::Stub> CurrentStub() const {
+    absl::MutexLock lock(&mu_);
+    return stub_;
+  }
   // Moves to `state` (with `why` for RECONNECTING / LOST) and tells the
   // observer. Called by the session thread only, without mu_ held.
   void SetState(ConnectionState state, absl::Status why);
@@ -158,7 +178,8 @@ class Connection {
   // epoch), LOST or closing (returns that status), or `deadline` passes
   // while RECONNECTING (UNAVAILABLE naming `method`).
   absl::Status AwaitLive(std::string_view method, absl::Time deadline,
-                         uint64_t* epoch) const;
+                         uint64_t* epoch,
+                         std::shared_ptr<v1::Allocator::Stub>* stub) const;
   // Waits until epoch_ != epoch, the link is not live, or `until`.
   void AwaitChange(uint64_t epoch, absl::Time until) const;
   absl::Status StatusLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -178,8 +199,8 @@ class Connection {
   absl::Duration give_up_after_;
   bool reconnect_ = true;
   std::function<void(ConnectionState)> on_state_change_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::Allocator::Stub> stub_;
+  int initial_backoff_ms_ = 0;  // gRPC channel arguments
+  int max_backoff_ms_ = 0;
   // Set by the session thread before opened_ (published by mu_), then
   // constant.
   uint64_t session_id_ = 0;
@@ -196,6 +217,11 @@ class Connection {
   ConnectionState state_ ABSL_GUARDED_BY(mu_) = ConnectionState::kConnected;
   absl::Status why_ ABSL_GUARDED_BY(mu_);  // why RECONNECTING or LOST
   uint64_t epoch_ ABSL_GUARDED_BY(mu_) = 0;
+  std::shared_ptr<grpc::Channel> channel_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<v1::Allocator::Stub> stub_ ABSL_GUARDED_BY(mu_);
+  // Stubs replaced by a resume, kept so stub() references stay valid.
+  std::vector<std::shared_ptr<v1::Allocator::Stub>> retired_stubs_
+      ABSL_GUARDED_BY(mu_);
   // Secret; set by the first event, replaced only if a resume brings one.
   std::string session_token_ ABSL_GUARDED_BY(mu_);
   uint64_t resumes_ ABSL_GUARDED_BY(mu_) = 0;

@@ -50,6 +50,9 @@ DaemonStats FromProto(const v1::Stats& s) {
   stats.region_count = s.region_count();
   stats.uptime_ms = s.uptime_ms();
   stats.sessions_opened = s.sessions_opened();
+  stats.sessions_orphaned = s.sessions_orphaned();
+  stats.sessions_resumed = s.sessions_resumed();
+  stats.sessions_reclaimed = s.sessions_reclaimed();
   return stats;
 }
 

@@ -98,6 +98,28 @@ SHMALLOC_C_API const char* shmalloc_status_name(shmalloc_status_t status);
 
 /* ---- client ------------------------------------------------------------ */
 
+/* The session's link to the daemon; values match
+ * shmalloc::client::ConnectionState. After a daemon restart the library
+ * reconnects by itself and resumes the session (same id, same allocations):
+ * CONNECTED -> RECONNECTING -> RESUMED; LOST is final (the daemon reclaimed
+ * the session, or the client gave up): every later call fails
+ * FAILED_PRECONDITION "session lost". While RECONNECTING, calls that need
+ * the daemon wait up to call_wait_ms, then fail UNAVAILABLE; allocate and
+ * free resent after a lost answer carry the same request id, so they are
+ * applied once. Arenas keep working throughout (no RPC). */
+typedef enum shmalloc_connection_state {
+  SHMALLOC_CONNECTED = 0,
+  SHMALLOC_RECONNECTING = 1,
+  SHMALLOC_RESUMED = 2,
+  SHMALLOC_LOST = 3
+} shmalloc_connection_state_t;
+
+/* Called on every state change, in order, on the library's session thread
+ * (first with SHMALLOC_CONNECTED before shmalloc_connect returns). Keep it
+ * short; it must not close the client. */
+typedef void (*shmalloc_state_callback_t)(shmalloc_connection_state_t state,
+                                          void* arg);
+
 typedef struct shmalloc_connect_options {
   /* Socket path or gRPC target; NULL or "" = $SHMALLOC_SOCKET, else the
    * daemon's default socket. */
@@ -106,6 +128,16 @@ typedef struct shmalloc_connect_options {
   const char* shm_dir;         /* NULL = $SHMALLOC_SHM_DIR or the daemon's */
   uint32_t connect_timeout_ms; /* 0 = 5000 */
   uint32_t rpc_timeout_ms;     /* 0 = 5000; the deadline of every call */
+  /* Reconnection after a daemon restart (see shmalloc_connection_state_t).
+   * Waits between attempts start at the initial backoff and double up to
+   * the maximum, each times a random factor in [0.8, 1.2]. */
+  int disable_reconnect;                 /* != 0: a broken stream is LOST */
+  uint32_t reconnect_initial_backoff_ms; /* 0 = 20 */
+  uint32_t reconnect_max_backoff_ms;     /* 0 = 1000 */
+  uint32_t reconnect_give_up_ms;         /* 0 = 300000; then LOST */
+  uint32_t call_wait_ms; /* 0 = rpc_timeout_ms: a call's wait in an outage */
+  shmalloc_state_callback_t on_state_change; /* NULL = none */
+  void* on_state_change_arg;                 /* passed to it */
 } shmalloc_connect_options_t;
 
 /* Connects to shmallocd at `target` (see shmalloc_connect_options_t) and
@@ -122,6 +154,12 @@ SHMALLOC_C_API void shmalloc_client_close(shmalloc_client_t* client);
 /* Returns the session id the daemon gave this client (never 0). */
 SHMALLOC_C_API uint64_t
 shmalloc_client_session_id(const shmalloc_client_t* client);
+/* Returns the link state now (SHMALLOC_LOST for NULL). */
+SHMALLOC_C_API shmalloc_connection_state_t
+shmalloc_client_connection_state(const shmalloc_client_t* client);
+/* Returns "CONNECTED", "RECONNECTING", "RESUMED" or "LOST" (static). */
+SHMALLOC_C_API const char* shmalloc_connection_state_name(
+    shmalloc_connection_state_t state);
 
 /* ---- regions ----------------------------------------------------------- */
 

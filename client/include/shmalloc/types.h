@@ -98,6 +98,11 @@ struct DaemonStats {
   uint64_t region_count = 0;
   uint64_t uptime_ms = 0;
   uint64_t sessions_opened = 0;  // since the daemon started
+  // Sessions whose client has not come back since a daemon restart (or a
+  // broken stream); each waits session_grace_ms to be resumed.
+  uint64_t sessions_orphaned = 0;
+  uint64_t sessions_resumed = 0;    // since the daemon started
+  uint64_t sessions_reclaimed = 0;  // orphans not resumed in time, since start
 };
 
 }  // namespace shmalloc::client
