@@ -66,6 +66,12 @@ absl::Status RunFree(const std::vector<std::string>& positional,
                      const Args& args, const GlobalOptions& global);
 absl::Status RunHealth(const std::vector<std::string>& positional,
                        const Args& args, const GlobalOptions& global);
+// GetRegionMap drawn in the terminal, and as SVG with --svg.
+absl::Status RunMap(const std::vector<std::string>& positional,
+                    const Args& args, const GlobalOptions& global);
+// ListAllocations, every page, grouped by client.
+absl::Status RunLeaks(const std::vector<std::string>& positional,
+                      const Args& args, const GlobalOptions& global);
 
 }  // namespace shmalloc::cli
 

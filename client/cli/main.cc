@@ -49,6 +49,13 @@ const std::vector<Command>& Commands() {
        RunAlloc},
       {{"free"}, {}, RunFree},
       {{"health"}, {{"service", true}}, RunHealth},
+      {{"map"}, {{"buckets", true}, {"svg", true}, {"color", false}}, RunMap},
+      {{"leaks"},
+       {{"older-than", true},
+        {"older_than", true},
+        {"page_size", true},
+        {"json", false}},
+       RunLeaks},
   };
   return *commands;
 }
@@ -80,6 +87,15 @@ std::string Help() {
       "0x hex offsets)\n"
       "  health [--service=NAME]             grpc.health.v1 check; exit 0 "
       "when SERVING\n"
+      "  map REGION [--buckets=512] [--svg FILE] [--color]\n"
+      "                                      draw the region's layout: who "
+      "holds which bytes,\n"
+      "                                      where the holes are (--svg: a "
+      "picture for a browser)\n"
+      "  leaks [REGION] [--older-than=10m] [--json]\n"
+      "                                      live allocations by client, "
+      "with ages; detached\n"
+      "                                      allocations nobody freed\n"
       "\n"
       "global flags:\n"
       "  --socket=PATH   the daemon's socket or gRPC target (default: $",
