@@ -77,12 +77,13 @@ std::string Cell(char c, int colour, bool ansi) {
 
 std::string Header(const v1::RegionMap& map) {
   const uint64_t heap = map.heap_end() - map.heap_begin();
-  return absl::StrCat(
-      "region ", map.region(), " (", StrategyText(map.strategy()), ", ",
-      FormatBytes(heap), " heap, generation ", map.generation(),
-      "): ", FormatBytes(map.used_bytes()), " used, ",
-      FormatBytes(map.free_bytes()), " free in ", map.free_runs(),
-      " runs (largest ", FormatBytes(map.largest_free_run_bytes()), ")\n");
+  return absl::StrCat("region ", map.region(), " (",
+                      StrategyText(map.strategy()), ", ", FormatBytes(heap),
+                      " heap, generation ", map.generation(),
+                      "): ", FormatBytes(map.used_bytes()), " used, ",
+                      FormatBytes(map.free_bytes()), " free (", map.free_runs(),
+                      map.free_runs() == 1 ? " run" : " runs", ", largest ",
+                      FormatBytes(map.largest_free_run_bytes()), ")\n");
 }
 
 // Returns the terminal picture of a bucketed map.
