@@ -37,13 +37,15 @@ void UndoLog::SetCrashPoint(uint64_t k, int exit_code) {
 
 uint64_t UndoLog::CrashPointsPassed() { return crash_passed; }
 
+void UndoLog::MarkCrashPoint() { CrashPoint(); }
+
 absl::StatusOr<UndoLog> UndoLog::Format(std::span<std::byte> base,
                                         std::span<std::byte> area) {
   if (reinterpret_cast<uintptr_t>(area.data()) % 8 != 0 ||
       area.size() < UndoLogBytes(1)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "an undo log needs an 8-byte aligned area of at least ",
-        UndoLogBytes(1), " bytes (got ", area.size(), ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("an undo log needs an 8-byte aligned area of at least ",
+                     UndoLogBytes(1), " bytes (got ", area.size(), ")"));
   }
   UndoLog log(base, area);
   UndoLogHeader* h = log.header();
@@ -106,6 +108,8 @@ void UndoLog::TouchSlow(const void* addr) {
   SHMALLOC_CHECK(p >= base_.data() && p < base_.data() + base_.size())
       << "undo log: a store outside the logged metadata";
   const uint64_t offset = static_cast<uint64_t>(p - base_.data()) & ~7ULL;
+  SHMALLOC_CHECK(offset + 8 <= base_.size())
+      << "undo log: a store to a word that straddles the end of the metadata";
   const auto* word = base_.data() + offset;
   SHMALLOC_CHECK(word + 8 <= area_.data() ||
                  word >= area_.data() + area_.size())
@@ -160,6 +164,9 @@ void UndoLog::Abort() {
 void UndoLog::Undo(uint64_t n) {
   const UndoLogEntry* e = entries();
   for (uint64_t i = n; i-- > 0;) {
+    // A crash here leaves the log whole: the next Recover writes the same
+    // old values again (idempotent).
+    CrashPoint();
     std::memcpy(base_.data() + e[i].offset, &e[i].old_value, 8);
   }
   Fence();

@@ -30,7 +30,8 @@
 //
 // Crash points. A test build can end the process (_exit) at the k-th crash
 // point: the start of every Touch, the moment after a Touch published its
-// entry (before the caller's store), and before and after the commit store.
+// entry (before the caller's store), before and after the commit store, and
+// before every store of a rollback (Abort or Recover).
 // Between two consecutive crash points at most one metadata store happens,
 // so covering every k covers every store.
 //
@@ -56,11 +57,11 @@ inline constexpr uint64_t kUndoLogHeaderBytes = 64;
 inline constexpr uint64_t kUndoLogEntryBytes = 16;
 
 struct UndoLogHeader {
-  uint64_t magic;                 // kUndoLogMagic
-  uint64_t capacity;              // entries the area holds
-  std::atomic<uint64_t> length;   // entries valid; 0 outside a transaction
-  uint64_t committed;             // transactions committed (diagnostic)
-  uint64_t reserved[4];           // zero
+  uint64_t magic;                // kUndoLogMagic
+  uint64_t capacity;             // entries the area holds
+  std::atomic<uint64_t> length;  // entries valid; 0 outside a transaction
+  uint64_t committed;            // transactions committed (diagnostic)
+  uint64_t reserved[4];          // zero
 };
 static_assert(sizeof(UndoLogHeader) == kUndoLogHeaderBytes);
 static_assert(offsetof(UndoLogHeader, length) == 16);
@@ -135,6 +136,9 @@ class UndoLog {
   static void SetCrashPoint(uint64_t k, int exit_code);
   // Crash points passed since SetCrashPoint (to size an exhaustive loop).
   static uint64_t CrashPointsPassed();
+  // Marks a crash point outside a transaction: between the steps of an
+  // unlogged, restartable operation (the redo half of a reset).
+  static void MarkCrashPoint();
 
  private:
   UndoLog(std::span<std::byte> base, std::span<std::byte> area)

@@ -11,7 +11,8 @@
 //   32    heap_end         u64   == size_bytes
 //   40    block_size       u64   POOL block size, BUDDY min block, else 0
 //   48    generation       atomic u64, bumped by every ResetRegion
-//   56    reserved         u64
+//   56    incarnation      u64   random per region creation (the daemon's
+//                                copy in the meta file is authoritative)
 //   64    name             char[64], NUL-terminated region name
 //   128   reserved         to 256
 //   256   arena_meta       ARENA regions only: the Arena allocator's metadata
@@ -22,7 +23,10 @@
 // Invariants: heap_begin == kHeapBegin; heap_end == size_bytes;
 // heap_end - heap_begin > 0; offsets handed out lie in [heap_begin, heap_end).
 // Thread-safety: every field but `generation` (and the arena cursor) is
-// written once before `magic`, then read-only.
+// written by the daemon before `magic`, then read-only for clients. Clients
+// can write any byte of this page: the daemon keeps its own copy of every
+// field in the meta file, never decides from this one, and rewrites it from
+// its copy whenever it attaches the region.
 #ifndef COMMON_SEGMENT_HEADER_H_
 #define COMMON_SEGMENT_HEADER_H_
 
@@ -50,14 +54,22 @@ struct SegmentHeader {
   uint64_t heap_end;                 // == size_bytes
   uint64_t block_size;               // POOL block / BUDDY min block, else 0
   std::atomic<uint64_t> generation;  // bumped by ResetRegion
-  uint64_t reserved0;                // zero
+  uint64_t incarnation;              // random, fixed at creation
   char name[kRegionNameBytes];       // NUL-terminated region name
   std::byte reserved1[kArenaMetaOffset - 128];  // zero
   std::byte arena_meta[kArenaMetaBytes];        // ARENA metadata, else zero
 };
 
 static_assert(sizeof(SegmentHeader) == kSegmentHeaderBytes);
+static_assert(offsetof(SegmentHeader, magic) == 0);
+static_assert(offsetof(SegmentHeader, layout_version) == 8);
+static_assert(offsetof(SegmentHeader, strategy) == 12);
+static_assert(offsetof(SegmentHeader, size_bytes) == 16);
+static_assert(offsetof(SegmentHeader, heap_begin) == 24);
+static_assert(offsetof(SegmentHeader, heap_end) == 32);
+static_assert(offsetof(SegmentHeader, block_size) == 40);
 static_assert(offsetof(SegmentHeader, generation) == 48);
+static_assert(offsetof(SegmentHeader, incarnation) == 56);
 static_assert(offsetof(SegmentHeader, name) == 64);
 static_assert(offsetof(SegmentHeader, arena_meta) == kArenaMetaOffset);
 static_assert(std::atomic<uint64_t>::is_always_lock_free);

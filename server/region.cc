@@ -12,19 +12,17 @@
 namespace shmalloc::server {
 
 Region::Region(std::string shm_dir, std::string name, MappedFile data,
-               MappedFile meta, std::span<std::byte> allocator_meta,
-               std::unique_ptr<OffsetAllocator> allocator)
+               MappedFile meta)
     : shm_dir_(std::move(shm_dir)),
       name_(std::move(name)),
-      strategy_(allocator->strategy()),
       data_(std::move(data)),
-      meta_(std::move(meta)),
-      allocator_meta_(allocator_meta),
-      allocator_(std::move(allocator)) {}
+      meta_(std::move(meta)) {}
 
 Region::~Region() {
   absl::MutexLock lock(&mu_);
   allocator_.reset();  // Holds pointers into the mappings.
+  owners_.reset();
+  log_.reset();
 }
 
 absl::Status Region::CheckAlive() const {
@@ -34,73 +32,35 @@ absl::Status Region::CheckAlive() const {
   return absl::OkStatus();
 }
 
-void Region::RollBack(const std::vector<Extent>& extents) {
-  for (const Extent& extent : extents) {
-    const absl::Status status = allocator_->Free(extent.offset);
-    SHMALLOC_CHECK(status.ok()) << "region " << name_ << ": rolling back "
-                                << extent.offset << ": " << status;
-  }
-}
-
-void Region::FreeKnown(uint64_t offset, uint64_t size_bytes) {
-  const absl::Status status = allocator_->Free(offset);
-  SHMALLOC_CHECK(status.ok())
-      << "region " << name_ << ": freeing " << offset << ": " << status;
-  uint64_t& bucket = meta()->histogram[SizeBucket(size_bytes)];
-  if (bucket > 0) --bucket;
-}
-
-absl::StatusOr<uint64_t> Region::Free(std::span<const uint64_t> offsets) {
-  absl::MutexLock lock(&mu_);
-  SHMALLOC_RETURN_IF_ERROR(CheckAlive());
-  if (strategy_ == Strategy::kArena) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "region ", name_, " is an ARENA: it frees only as a whole (reset it)"));
-  }
-  std::vector<uint64_t> sorted(offsets.begin(), offsets.end());
-  std::sort(sorted.begin(), sorted.end());
-  if (auto dup = std::adjacent_find(sorted.begin(), sorted.end());
-      dup != sorted.end()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("offset ", *dup, " appears more than once"));
-  }
-  std::vector<uint64_t> sizes;
-  sizes.reserve(offsets.size());
-  for (uint64_t offset : offsets) {
-    SHMALLOC_ASSIGN_OR_RETURN(const uint64_t size, allocator_->SizeOf(offset));
-    sizes.push_back(size);
-  }
-  uint64_t freed = 0;
-  for (size_t i = 0; i < offsets.size(); ++i) {
-    FreeKnown(offsets[i], sizes[i]);
-    owners_.Remove(offsets[i]);
-    freed += sizes[i];
-  }
-  return freed;
-}
-
-void Region::ResetLocked() {
-  allocator_->Reset();
-  owners_.Clear();
-  std::fill(std::begin(meta()->histogram), std::end(meta()->histogram), 0);
-  segment()->generation.fetch_add(1, std::memory_order_acq_rel);
-}
-
 absl::Status Region::Reset(bool force) {
   absl::MutexLock lock(&mu_);
   SHMALLOC_RETURN_IF_ERROR(CheckAlive());
-  if (strategy_ != Strategy::kArena && !force) {
-    const uint64_t live = allocator_->Stats().live_allocations;
-    if (live > 0) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("region ", name_, " has ", live, " live allocations (",
-                       owners_.owned_allocations(), " owned by sessions, ",
-                       live - std::min(live, owners_.owned_allocations()),
-                       " detached); reset with force to free them"));
-    }
+  const AllocatorStats before = allocator_->Stats();
+  if (strategy_ != Strategy::kArena && !force && before.live_allocations > 0) {
+    const uint64_t owned = owners_->owned_allocations();
+    return absl::FailedPreconditionError(absl::StrCat(
+        "region ", name_, " has ", before.live_allocations,
+        " live allocations (", owned, " owned by sessions, ",
+        before.live_allocations - std::min(before.live_allocations, owned),
+        " detached); reset with force to free them"));
   }
-  ResetLocked();
-  return absl::OkStatus();
+  // The undo half: one transaction marks the reset pending, bumps the
+  // generation and keeps the figures a re-format would lose. The redo half
+  // (ApplyReset) is idempotent, and Open finishes it after a crash.
+  RegionMetaHeader* h = meta();
+  log_->Begin();
+  Touch(&h->generation);
+  ++h->generation;
+  Touch(&h->pending_reset);
+  h->pending_reset = 1;
+  if (strategy_ != Strategy::kArena) {
+    Touch(&h->peak_base_bytes);
+    h->peak_base_bytes = std::max(h->peak_base_bytes, before.peak_used_bytes);
+    Touch(&h->failed_base);
+    h->failed_base += before.failed_allocations;
+  }
+  log_->Commit();
+  return ApplyReset();
 }
 
 absl::Status Region::MarkDeleted(bool force) {
@@ -119,83 +79,107 @@ absl::Status Region::MarkDeleted(bool force) {
                        " live allocations; delete with force"));
     }
   }
+  // One store: from here a crash before both unlinks finish is completed at
+  // the next start (Classify says kDeleting).
+  meta()->state = kMetaDeleting;
+  std::atomic_signal_fence(std::memory_order_seq_cst);
   deleted_ = true;
-  owners_.Clear();
   return absl::OkStatus();
 }
 
 absl::Status Region::UnlinkFiles() const {
+  // The data file first: a lone meta file that says DELETING is finished at
+  // start, a lone data file is never removed without an operator.
   absl::Status data = UnlinkFile(data_.path());
   absl::Status meta = UnlinkFile(meta_.path());
   return data.ok() ? meta : data;
 }
 
-uint64_t Region::ReleaseSession(uint64_t session_id) {
+std::vector<uint64_t> Region::SessionIds() const {
   absl::MutexLock lock(&mu_);
-  if (deleted_) return 0;
-  const auto taken = owners_.TakeSession(session_id);
-  for (const auto& [offset, owner] : taken) FreeKnown(offset, owner.size_bytes);
-  return taken.size();
+  std::vector<uint64_t> ids;
+  if (!owners_.has_value()) return ids;
+  for (const auto& [id, share] : owners_->Shares()) ids.push_back(id);
+  return ids;
+}
+
+std::vector<std::pair<uint64_t, OwnerInfo>> Region::Allocations() const {
+  absl::MutexLock lock(&mu_);
+  if (!owners_.has_value()) return {};
+  return owners_->All();
 }
 
 v1::Region Region::Describe() const {
-  const SegmentHeader* seg = segment();
-  const RegionMetaHeader* header = meta();  // read-only fields only
+  const RegionMetaHeader* header = meta();
   v1::Region region;
   region.set_name(name_);
   region.set_strategy(static_cast<v1::Strategy>(strategy_));
-  region.set_size_bytes(seg->size_bytes);
-  region.set_block_size(seg->block_size);
+  region.set_size_bytes(kHeapBegin + capacity_);
+  region.set_block_size(header->block_size);
   region.set_data_file(DataFileName(name_));
-  region.set_generation(seg->generation.load(std::memory_order_acquire));
-  region.set_heap_begin(seg->heap_begin);
-  region.set_heap_end(seg->heap_end);
+  {
+    absl::MutexLock lock(&mu_);
+    region.set_generation(header->generation);
+  }
+  region.set_heap_begin(kHeapBegin);
+  region.set_heap_end(kHeapBegin + capacity_);
   for (uint32_t i = 0; i < header->size_class_count; ++i) {
     region.add_size_classes(header->size_classes[i]);
   }
   region.set_quota_bytes_per_session(header->quota_bytes_per_session);
+  region.set_state(v1::REGION_STATE_READY);
+  region.set_incarnation(header->incarnation);
+  region.set_max_live_allocations(
+      header->owner_bytes == 0
+          ? 0
+          : (header->owner_bytes - sizeof(OwnerStoreHeader)) /
+                sizeof(OwnerRecord));
   return region;
 }
 
 v1::RegionStats Region::Stats() const {
   absl::MutexLock lock(&mu_);
   const AllocatorStats a = allocator_->Stats();
+  const RegionMetaHeader* h = meta();
   v1::RegionStats stats;
   stats.set_name(name_);
   stats.set_strategy(static_cast<v1::Strategy>(strategy_));
   stats.set_capacity_bytes(a.capacity_bytes);
   stats.set_used_bytes(a.used_bytes);
   stats.set_free_bytes(a.free_bytes);
-  stats.set_peak_used_bytes(a.peak_used_bytes);
+  stats.set_peak_used_bytes(std::max(a.peak_used_bytes, h->peak_base_bytes));
   stats.set_live_allocations(a.live_allocations);
-  stats.set_failed_allocations(a.failed_allocations +
-                               meta()->refused_allocations);
+  stats.set_failed_allocations(a.failed_allocations + h->failed_base +
+                               h->refused_allocations);
   stats.set_largest_free_bytes(a.largest_free_bytes);
   stats.set_fragmentation(a.fragmentation);
   stats.set_internal_fragmentation(a.internal_fragmentation);
   stats.set_requested_bytes(a.requested_bytes);
-  const uint64_t owned = owners_.owned_allocations();
-  stats.set_detached_allocations(a.live_allocations -
-                                 std::min(a.live_allocations, owned));
-  stats.set_detached_bytes(a.used_bytes -
-                           std::min(a.used_bytes, owners_.owned_bytes()));
-  auto shares = owners_.Shares();
-  std::sort(shares.begin(), shares.end(),
-            [](const auto& x, const auto& y) { return x.first < y.first; });
-  for (const auto& [id, share] : shares) {
-    v1::SessionUsage* usage = stats.add_sessions();
-    usage->set_session_id(id);
-    usage->set_used_bytes(share.used_bytes);
-    usage->set_live_allocations(share.live_allocations);
+  if (owners_.has_value()) {
+    stats.set_detached_allocations(owners_->detached_allocations());
+    stats.set_detached_bytes(owners_->detached_bytes());
+    // A session's usage is what its end reclaims; its detached allocations
+    // count against its quota but are nobody's once made.
+    for (const auto& [id, share] : owners_->Shares()) {
+      if (share.owned_allocations == 0) continue;
+      v1::SessionUsage* usage = stats.add_sessions();
+      usage->set_session_id(id);
+      usage->set_used_bytes(share.owned_bytes);
+      usage->set_live_allocations(share.owned_allocations);
+    }
+  } else {
+    // ARENA: everything is bumped directly by clients, owned by nobody.
+    stats.set_detached_allocations(a.live_allocations);
+    stats.set_detached_bytes(a.used_bytes);
   }
   for (uint32_t b = 0; b < kHistogramBuckets; ++b) {
-    if (const uint64_t n = meta()->histogram[b]; n > 0) {
+    if (const uint64_t n = h->histogram[b]; n > 0) {
       v1::HistogramBucket* bucket = stats.add_size_histogram();
       bucket->set_log2_upper(b);
       bucket->set_count(n);
     }
   }
-  stats.set_generation(segment()->generation.load(std::memory_order_acquire));
+  stats.set_generation(h->generation);
   return stats;
 }
 

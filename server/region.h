@@ -2,23 +2,32 @@
 //
 // Region NAME is <shm_dir>/shmalloc-NAME.data (SegmentHeader, then the heap
 // at kHeapBegin; mode 0660; clients map it) and <shm_dir>/shmalloc-NAME.meta
-// (RegionMetaHeader, then the allocator metadata; mode 0600; daemon only).
-// ARENA regions keep their allocator metadata in SegmentHeader::arena_meta
-// instead, so clients bump-allocate on it without any RPC.
+// (RegionMetaHeader, the allocator metadata, the owner records and the undo
+// log; mode 0600; daemon only). ARENA regions keep their allocator metadata
+// in SegmentHeader::arena_meta instead, so clients bump-allocate on it
+// without any RPC.
+//
+// Durability: every change to the meta file is one transaction on the
+// region's undo log (allocators/undo_log.h): an allocation or a batch, a
+// free or a batch, one chunk of a session's release. Open rolls back an
+// interrupted one, so after kill -9 at any store the region is exactly as
+// before or after the operation. A reset is a redo operation instead: one
+// transaction marks it pending (and bumps the generation), then the
+// metadata is re-formatted; Open finishes a pending reset.
+// docs/design/durability.md has the argument.
+//
+// The daemon's truth is the meta file: geometry, generation and incarnation
+// are read from it (cached here); the data file's header is a copy the
+// daemon rewrites at Open and never reads for decisions.
 //
 // Every operation takes the region's mutex: Buddy, Slab and FreeList are not
-// thread-safe, and the owner table and histogram must move in step with the
-// allocator. Every operation is all or nothing: on error the allocator, the
-// owner table and the histogram are as before. A refusal for lack of space
-// counts once in failed_allocations; a batch is first checked against a
-// bound on the free bytes, so only a batch that passes the bound and then
-// fails on fragmentation can leave the allocator's peak raised by its
-// rolled-back part.
+// thread-safe, and the owner records and histogram move with the allocator
+// in one transaction.
 //
 // Invariants (under the mutex, outside an operation):
-//   owners.owned_allocations() <= allocator live_allocations (non-ARENA)
-//   sum(meta histogram) == allocator live_allocations           (non-ARENA)
-//   every owner record names a live allocation start
+//   owner records == allocator live_allocations (non-ARENA)
+//   sum(meta histogram) == allocator live_allocations (non-ARENA)
+//   every owner record names a live allocation start; the undo log is empty
 //
 // Thread-safety: thread-safe.
 #ifndef SERVER_REGION_H_
@@ -26,6 +35,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -36,8 +46,9 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "allocators/allocator.h"
+#include "allocators/undo_log.h"
 #include "common/segment_header.h"
-#include "server/owner_table.h"
+#include "server/owner_store.h"
 #include "server/region_meta.h"
 #include "server/shm_file.h"
 #include "shmalloc/v1/shmalloc.pb.h"
@@ -46,16 +57,25 @@ namespace shmalloc::server {
 
 // What one Allocate call asks for (already past the daemon-wide limits).
 struct AllocateArgs {
-  uint64_t session_id = 0;  // the asking session; non-zero
-  uint64_t size = 0;        // bytes per extent
-  uint64_t alignment = 0;   // 0 = kDefaultAlignment
-  uint32_t count = 1;       // extents; >= 1
-  bool detached = false;    // no owner record
+  uint64_t session_id = 0;    // the asking session; non-zero
+  uint64_t size = 0;          // bytes per extent
+  uint64_t alignment = 0;     // 0 = kDefaultAlignment
+  uint32_t count = 1;         // extents; >= 1
+  bool detached = false;      // survives the session (its record says so)
+  uint64_t request_hash = 0;  // StableHash64(request_id); 0 = none
 };
 
 struct AllocateResult {
   std::vector<Extent> extents;
   uint64_t generation = 0;
+  bool replayed = false;  // the outcome of an earlier call with the same id
+};
+
+// What one Free call asks for besides the offsets.
+struct FreeArgs {
+  uint64_t session_id = 0;    // the asking session
+  uint64_t generation = 0;    // the offsets' generation; 0 = unchecked
+  uint64_t request_hash = 0;  // StableHash64(request_id); 0 = none
 };
 
 class Region {
@@ -69,10 +89,30 @@ class Region {
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<Region>> Create(
       const std::string& shm_dir, const v1::CreateRegionRequest& request);
 
-  // Re-attaches region `name` from its files: checks both headers, the
-  // geometry and the allocator's invariants. Returns NOT_FOUND (no files),
-  // DATA_LOSS or FAILED_PRECONDITION (a file that does not validate). Never
-  // writes a file that does not validate.
+  // What a look at the meta file alone says about region `name`'s files.
+  enum class FileState {
+    kNoMeta,      // no meta file (a lone data file: not ours to remove)
+    kUnreadable,  // a meta file that cannot be opened or is too small
+    kIncomplete,  // created but never completed (no magic): remove both
+    kDeleting,    // a delete that did not finish: remove both
+    kComplete,    // a region to Open
+  };
+  // Returns the state of region `name`'s files in `shm_dir`. Thread-safe.
+  static FileState Classify(const std::string& shm_dir,
+                            const std::string& name);
+
+  // Returns the CreateRegionRequest region `name`'s meta header records
+  // (layout version 1 or 2: the geometry fields are where both put them).
+  // DATA_LOSS when the header is unreadable. Thread-safe.
+  static absl::StatusOr<v1::CreateRegionRequest> RecordedRequest(
+      const std::string& shm_dir, const std::string& name);
+
+  // Re-attaches region `name` from its files: rolls back an interrupted
+  // transaction, finishes an interrupted reset, checks the meta header, the
+  // geometry, the allocator's invariants and the owner records, and rewrites
+  // the data file's header from the meta file. Returns NOT_FOUND (no files),
+  // DATA_LOSS or FAILED_PRECONDITION (a file that does not validate; the
+  // message says which and why).
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<Region>> Open(
       const std::string& shm_dir, const std::string& name);
 
@@ -80,30 +120,38 @@ class Region {
   Region(const Region&) = delete;
   Region& operator=(const Region&) = delete;
 
-  // Allocates args.count extents of args.size bytes, recorded as owned by
-  // args.session_id unless detached (ARENA: never recorded). All or nothing.
-  // Returns INVALID_ARGUMENT (size 0 or larger than the heap, bad alignment,
-  // a size the strategy cannot serve), RESOURCE_EXHAUSTED (region full or
-  // the session's quota), NOT_FOUND (region deleted, or `session_alive`
-  // says no: it is asked under the region lock, so a session that is closing
-  // cannot gain allocations after its release). Thread-safe.
+  // Allocates args.count extents of args.size bytes, recorded as made by
+  // args.session_id (detached or owned; ARENA: never recorded). All or
+  // nothing, one transaction. With a request_hash the session already used
+  // here, returns that call's extents again (replayed) instead. Returns
+  // INVALID_ARGUMENT (size 0 or larger than the heap, bad alignment, a size
+  // the strategy cannot serve, a batch over max_batch()), RESOURCE_EXHAUSTED
+  // (region full, the session's quota — detached bytes count — or no owner
+  // record left), NOT_FOUND (region deleted, or `session_alive` says no: it
+  // is asked under the region lock, so a session that is closing cannot gain
+  // allocations after its release). State unchanged on error. Thread-safe.
   [[nodiscard]] absl::StatusOr<AllocateResult> Allocate(
       const AllocateArgs& args, absl::FunctionRef<bool()> session_alive);
 
   // Frees every offset, whoever owns it, and returns the bytes released.
-  // All or nothing: every offset is checked first. FAILED_PRECONDITION (ARENA
-  // region, duplicates, not a live allocation start), INVALID_ARGUMENT
-  // (outside the heap), NOT_FOUND (region deleted). Thread-safe.
-  [[nodiscard]] absl::StatusOr<uint64_t> Free(
-      std::span<const uint64_t> offsets);
+  // All or nothing, one transaction: every offset is checked first. With a
+  // request_hash the session already used for a Free here, returns that
+  // call's figure again without freeing. FAILED_PRECONDITION (ARENA region,
+  // duplicates, not a live allocation start, a stale args.generation),
+  // INVALID_ARGUMENT (outside the heap, more than max_batch() offsets),
+  // NOT_FOUND (region deleted). State unchanged on error. Thread-safe.
+  [[nodiscard]] absl::StatusOr<uint64_t> Free(std::span<const uint64_t> offsets,
+                                              const FreeArgs& args = {});
 
   // Frees everything and bumps the generation. FAILED_PRECONDITION when
-  // allocations are live and !force (never for ARENA); NOT_FOUND when the
-  // region was deleted. Thread-safe.
+  // allocations are live and !force (never for ARENA: it frees only as a
+  // whole);
+  // NOT_FOUND when the region was deleted. Thread-safe.
   [[nodiscard]] absl::Status Reset(bool force);
 
-  // Marks the region deleted (every later operation is NOT_FOUND) and drops
-  // its owner records; the caller then unlinks the files. FAILED_PRECONDITION
+  // Marks the region deleted (every later operation is NOT_FOUND; the meta
+  // file says DELETING, so a crash before the unlink is finished at start);
+  // the caller then unlinks the files. FAILED_PRECONDITION
   // when allocations are live (ARENA: a non-zero cursor) and !force;
   // NOT_FOUND when already deleted. Thread-safe.
   [[nodiscard]] absl::Status MarkDeleted(bool force);
@@ -112,9 +160,20 @@ class Region {
   // both. Thread-safe.
   [[nodiscard]] absl::Status UnlinkFiles() const;
 
-  // Frees every allocation `session_id` owns here; returns how many.
-  // Thread-safe.
+  // Frees every allocation `session_id` owns here (not its detached ones);
+  // returns how many. One transaction per max_batch() of them, so a crash
+  // part-way leaves the rest owned and a later call finishes. Thread-safe.
   uint64_t ReleaseSession(uint64_t session_id);
+
+  // Returns the ids of every session with an owner record here. Thread-safe.
+  std::vector<uint64_t> SessionIds() const;
+
+  // Returns every live allocation with its record, ordered by offset
+  // (empty for ARENA). Thread-safe.
+  std::vector<std::pair<uint64_t, OwnerInfo>> Allocations() const;
+
+  // The largest batch (Allocate count, Free offsets) one transaction takes.
+  uint64_t max_batch() const { return max_batch_; }
 
   // Returns the region's description. Thread-safe.
   v1::Region Describe() const;
@@ -132,11 +191,15 @@ class Region {
 
   const std::string& name() const { return name_; }
   Strategy strategy() const { return strategy_; }
+  // Heap bytes (from the meta file).
+  uint64_t capacity() const { return capacity_; }
 
  private:
   Region(std::string shm_dir, std::string name, MappedFile data,
-         MappedFile meta, std::span<std::byte> allocator_meta,
-         std::unique_ptr<OffsetAllocator> allocator);
+         MappedFile meta);
+  // Opens the log, rolls back, finishes a pending reset, attaches the
+  // allocator and the owner store, and republishes the data header.
+  absl::Status Attach();
 
   SegmentHeader* segment() const {
     return reinterpret_cast<SegmentHeader*>(data_.data());
@@ -144,36 +207,44 @@ class Region {
   RegionMetaHeader* meta() const {
     return reinterpret_cast<RegionMetaHeader*>(meta_.data());
   }
-  // Heap bytes; from the read-only part of the segment header.
-  uint64_t capacity() const {
-    return segment()->heap_end - segment()->heap_begin;
+  // Logs the meta-file word at `word` before a store to it.
+  void Touch(const void* word) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    log_->Touch(word);
   }
 
   absl::StatusOr<AllocateResult> AllocateArena(const AllocateArgs& args)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Live allocations the daemon made (sum of the histogram).
-  uint64_t HistogramLive() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Frees `extents` (just allocated, not recorded anywhere yet).
-  void RollBack(const std::vector<Extent>& extents)
+  // The remembered outcome of (session, request), or null.
+  const RequestRecord* FindRequest(uint64_t session_id,
+                                   uint64_t request_hash) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Frees one recorded allocation of `size_bytes`; CHECK-fails on error.
-  void FreeKnown(uint64_t offset, uint64_t size_bytes)
+  // Remembers an outcome (logged; inside the caller's transaction).
+  void RememberRequest(const RequestRecord& record)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void ResetLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Counts one refusal for lack of space, in a transaction of its own (the
+  // attempt's own count was rolled back with it).
+  void CountRefusal() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Re-formats the allocator, owner records and histogram (the redo half of
+  // a reset; restartable) and publishes the generation.
+  absl::Status ApplyReset() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Rewrites the data file's header from the meta file.
+  void PublishSegment() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CheckAlive() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::string shm_dir_;
   const std::string name_;
-  const Strategy strategy_;
-  MappedFile data_;  // constant mapping; header fields guarded below
+  MappedFile data_;  // constant mapping; clients may write any of it
   MappedFile meta_;  // constant mapping; its contents guarded by mu_
-  // The allocator's metadata (in meta_, or in data_ for ARENA); snapshotted
-  // to undo a batch exactly.
-  const std::span<std::byte> allocator_meta_;
+  // Cached from the meta header at Open (the daemon's truth).
+  Strategy strategy_ = Strategy::kUnspecified;
+  uint64_t capacity_ = 0;                // heap bytes
+  uint64_t max_batch_ = 0;               // extents one transaction logs
+  std::span<std::byte> allocator_meta_;  // in meta_, or data_ for ARENA
 
   mutable absl::Mutex mu_;
+  std::unique_ptr<UndoLog> log_ ABSL_PT_GUARDED_BY(mu_);
   std::unique_ptr<OffsetAllocator> allocator_ ABSL_PT_GUARDED_BY(mu_);
-  OwnerTable owners_ ABSL_GUARDED_BY(mu_);
+  std::optional<OwnerStore> owners_ ABSL_GUARDED_BY(mu_);  // non-ARENA
   bool deleted_ ABSL_GUARDED_BY(mu_) = false;
 };
 

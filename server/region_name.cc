@@ -56,12 +56,16 @@ std::string MetaFileName(std::string_view name) {
       absl::string_view(kMetaSuffix.data(), kMetaSuffix.size()));
 }
 
-std::optional<std::string> RegionNameFromDataFile(std::string_view file_name) {
-  if (!file_name.starts_with(kPrefix) || !file_name.ends_with(kDataSuffix)) {
+std::optional<std::string> RegionNameFromFile(std::string_view file_name) {
+  if (!file_name.starts_with(kPrefix)) return std::nullopt;
+  if (file_name.ends_with(kDataSuffix)) {
+    file_name.remove_suffix(kDataSuffix.size());
+  } else if (file_name.ends_with(kMetaSuffix)) {
+    file_name.remove_suffix(kMetaSuffix.size());
+  } else {
     return std::nullopt;
   }
   file_name.remove_prefix(kPrefix.size());
-  file_name.remove_suffix(kDataSuffix.size());
   if (!ValidateRegionName(file_name).ok()) return std::nullopt;
   return std::string(file_name);
 }

@@ -27,9 +27,9 @@ inline constexpr size_t kMaxRegionNameLength = 63;
 std::string DataFileName(std::string_view name);
 std::string MetaFileName(std::string_view name);
 
-// Returns NAME when `file_name` is "shmalloc-NAME.data" with a valid NAME,
-// otherwise nullopt.
-std::optional<std::string> RegionNameFromDataFile(std::string_view file_name);
+// Returns NAME when `file_name` is "shmalloc-NAME.data" or
+// "shmalloc-NAME.meta" with a valid NAME, otherwise nullopt.
+std::optional<std::string> RegionNameFromFile(std::string_view file_name);
 
 // Returns `dir` + "/" + `file_name` (without doubling a trailing slash).
 std::string JoinPath(std::string_view dir, std::string_view file_name);

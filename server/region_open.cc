@@ -1,10 +1,14 @@
-// Region::Create and Region::Open: formatting and validating the two files.
+// Region::Create, Region::Open and Attach: laying out, validating and
+// recovering the two files (rolling back an interrupted transaction,
+// finishing an interrupted reset).
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <utility>
 
+#include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
+#include "allocators/buddy.h"
 #include "allocators/factory.h"
 #include "common/log.h"
 #include "common/status_macros.h"
@@ -16,10 +20,17 @@ namespace {
 
 constexpr mode_t kDataMode = 0660;
 constexpr mode_t kMetaMode = 0600;
-constexpr uint64_t kBuddyDefaultMinBlock = 64;
 // Far below any mount, far above any sane region; keeps offsets from
 // overflowing. The daemon's configured limit is checked by the caller.
 constexpr uint64_t kMaxHeapBytes = uint64_t{1} << 52;
+// The most extents one transaction takes (AllocateRequest.count's limit).
+constexpr uint64_t kMaxBatch = 65536;
+// Owner records a region gets unless it asks: its natural count, at most.
+constexpr uint64_t kDefaultMaxLive = uint64_t{1} << 20;
+// Log entries beyond the per-extent bound: the region header's own words
+// (histogram buckets, counters, the request ring) and the allocator's fixed
+// words that every operation may touch once.
+constexpr uint64_t kLogSlackEntries = 2048;
 
 std::vector<uint64_t> DefaultSizeClasses() {
   std::vector<uint64_t> classes;
@@ -77,10 +88,71 @@ absl::StatusOr<AllocatorOptions> OptionsFor(
   return options;
 }
 
+// The allocator options recorded in a meta header (to re-format on reset).
+AllocatorOptions OptionsFromMeta(const RegionMetaHeader& h) {
+  AllocatorOptions options;
+  options.strategy = static_cast<Strategy>(h.strategy);
+  options.begin = kHeapBegin;
+  options.end = kHeapBegin + h.heap_bytes;
+  if (options.strategy == Strategy::kPool) options.block_size = h.block_size;
+  if (options.strategy == Strategy::kBuddy) options.min_block = h.block_size;
+  options.size_classes.assign(h.size_classes,
+                              h.size_classes + h.size_class_count);
+  options.max_extents = h.allocator_param;
+  return options;
+}
+
 uint64_t BlockSizeOf(const AllocatorOptions& options) {
   if (options.strategy == Strategy::kPool) return options.block_size;
   if (options.strategy == Strategy::kBuddy) return options.min_block;
   return 0;
+}
+
+// How many allocations the strategy can hold at most.
+uint64_t NaturalLive(const AllocatorOptions& o) {
+  const uint64_t heap = o.end - o.begin;
+  switch (o.strategy) {
+    case Strategy::kPool:
+      return heap / o.block_size;
+    case Strategy::kBuddy:
+      return heap / o.min_block;
+    case Strategy::kSlab:
+      return heap /
+             *std::min_element(o.size_classes.begin(), o.size_classes.end());
+    case Strategy::kFreeList:
+      return o.max_extents != 0 ? o.max_extents
+                                : std::max<uint64_t>(heap / 1024, 1024);
+    default:
+      return 0;
+  }
+}
+
+// Distinct meta-file words one extent of a transaction can change: the
+// allocator's bound, its owner record, its histogram bucket. Generous: the
+// log costs file space only, never time.
+uint64_t WordsPerExtent(const AllocatorOptions& o) {
+  uint64_t allocator = 0;
+  switch (o.strategy) {
+    case Strategy::kPool:
+      allocator = 8;
+      break;
+    case Strategy::kBuddy: {
+      // A split or merge walks every level of the tree.
+      const uint64_t levels =
+          64 - std::countl_zero((o.end - o.begin) / o.min_block);
+      allocator = 4 * levels + 16;
+      break;
+    }
+    case Strategy::kSlab:
+      allocator = 64;
+      break;
+    case Strategy::kFreeList:
+      allocator = 64;
+      break;
+    default:
+      allocator = 0;
+  }
+  return allocator + kOwnerWordsPerOp + 4;
 }
 
 absl::Status Corrupt(const std::string& path, absl::string_view what) {
@@ -101,28 +173,50 @@ absl::StatusOr<std::unique_ptr<Region>> Region::Create(
                                             allocator_bytes, " bytes, only ",
                                             kArenaMetaBytes, " fit"));
   }
+  uint64_t max_live = 0;
+  if (!arena) {
+    const uint64_t natural = NaturalLive(options);
+    max_live = request.max_live_allocations() != 0
+                   ? request.max_live_allocations()
+                   : std::min(natural, kDefaultMaxLive);
+    if (max_live > natural) max_live = natural;
+    if (max_live == 0) {
+      return absl::InvalidArgumentError("the region can hold no allocation");
+    }
+  }
+  const uint64_t max_batch = arena ? kMaxBatch : std::min(kMaxBatch, max_live);
+  const uint64_t owner_offset =
+      AlignUp(kRegionMetaHeaderBytes + (arena ? 0 : allocator_bytes), 64);
+  const uint64_t owner_bytes = arena ? 0 : OwnerStore::Bytes(max_live);
+  const uint64_t log_offset = AlignUp(owner_offset + owner_bytes, 64);
+  const uint64_t log_entries =
+      max_batch * (arena ? 0 : WordsPerExtent(options)) + kLogSlackEntries;
+  const uint64_t log_bytes = UndoLogBytes(log_entries);
+  const uint64_t meta_bytes = log_offset + log_bytes;
+
   const std::string data_path = JoinPath(shm_dir, DataFileName(request.name()));
   const std::string meta_path = JoinPath(shm_dir, MetaFileName(request.name()));
   const uint64_t data_bytes = options.end;
-  const uint64_t meta_bytes =
-      kRegionMetaHeaderBytes + (arena ? 0 : allocator_bytes);
 
-  absl::StatusOr<MappedFile> data =
-      MappedFile::Create(data_path, data_bytes, kDataMode);
-  if (absl::IsAlreadyExists(data.status())) {
-    return absl::AlreadyExistsError(absl::StrCat(
-        "region ", request.name(), " already exists (", data_path, ")"));
-  }
-  if (!data.ok()) return data.status();
+  // The meta file first: until its magic is written the region does not
+  // exist, and a crash leaves files that Open calls incomplete.
   absl::StatusOr<MappedFile> meta =
       MappedFile::Create(meta_path, meta_bytes, kMetaMode);
-  if (!meta.ok()) {
-    (void)UnlinkFile(data_path);
-    if (absl::IsAlreadyExists(meta.status())) {
+  if (absl::IsAlreadyExists(meta.status())) {
+    return absl::AlreadyExistsError(absl::StrCat(
+        "region ", request.name(), " already exists (", meta_path, ")"));
+  }
+  if (!meta.ok()) return meta.status();
+  absl::StatusOr<MappedFile> data =
+      MappedFile::Create(data_path, data_bytes, kDataMode);
+  if (!data.ok()) {
+    meta->Unmap();
+    (void)UnlinkFile(meta_path);
+    if (absl::IsAlreadyExists(data.status())) {
       return absl::AlreadyExistsError(absl::StrCat(
-          "region ", request.name(), " already exists (", meta_path, ")"));
+          "region ", request.name(), " already exists (", data_path, ")"));
     }
-    return meta.status();
+    return data.status();
   }
   auto remove_files = [&](absl::Status status) {
     data->Unmap();
@@ -132,17 +226,7 @@ absl::StatusOr<std::unique_ptr<Region>> Region::Create(
     return status;
   };
 
-  // Both files are fresh zero pages: fill every field, magic last.
-  auto* segment = reinterpret_cast<SegmentHeader*>(data->data());
-  segment->layout_version = kSegmentLayoutVersion;
-  segment->strategy = static_cast<uint32_t>(options.strategy);
-  segment->size_bytes = data_bytes;
-  segment->heap_begin = kHeapBegin;
-  segment->heap_end = data_bytes;
-  segment->block_size = BlockSizeOf(options);
-  segment->generation.store(0, std::memory_order_relaxed);
-  std::memcpy(segment->name, request.name().data(), request.name().size());
-
+  // The meta file is a fresh zero file: fill every field, magic last.
   auto* header = reinterpret_cast<RegionMetaHeader*>(meta->data());
   header->layout_version = kRegionMetaLayoutVersion;
   header->strategy = static_cast<uint32_t>(options.strategy);
@@ -155,24 +239,97 @@ absl::StatusOr<std::unique_ptr<Region>> Region::Create(
   for (size_t i = 0; i < options.size_classes.size(); ++i) {
     header->size_classes[i] = options.size_classes[i];
   }
+  absl::BitGen random;
+  header->incarnation = absl::Uniform<uint64_t>(random) | 1;
+  header->state = kMetaReady;
+  header->owner_offset = owner_offset;
+  header->owner_bytes = owner_bytes;
+  header->log_offset = log_offset;
+  header->log_bytes = log_bytes;
+  header->max_batch = max_batch;
+  header->allocator_param = options.max_extents;
 
   const std::span<std::byte> allocator_span =
-      arena ? std::span<std::byte>(segment->arena_meta, kArenaMetaBytes)
+      arena ? std::span<std::byte>(
+                  reinterpret_cast<SegmentHeader*>(data->data())->arena_meta,
+                  kArenaMetaBytes)
             : meta->bytes().subspan(kRegionMetaHeaderBytes, allocator_bytes);
-  absl::StatusOr<std::unique_ptr<OffsetAllocator>> allocator =
-      CreateAllocator(allocator_span, options);
-  if (!allocator.ok()) return remove_files(allocator.status());
-
-  // Publish: whoever sees a magic sees every field before it.
+  if (absl::Status s = CreateAllocator(allocator_span, options).status();
+      !s.ok()) {
+    return remove_files(s);
+  }
+  if (!arena) {
+    absl::Status s =
+        OwnerStore::Format(meta->bytes().subspan(owner_offset, owner_bytes),
+                           nullptr)
+            .status();
+    if (!s.ok()) return remove_files(s);
+  }
+  if (absl::Status s =
+          UndoLog::Format(meta->bytes(),
+                          meta->bytes().subspan(log_offset, log_bytes))
+              .status();
+      !s.ok()) {
+    return remove_files(s);
+  }
+  // Publish: whoever sees the magic sees every field before it.
   std::atomic_thread_fence(std::memory_order_release);
   header->magic = kRegionMetaMagic;
-  std::atomic_thread_fence(std::memory_order_release);
-  segment->magic = kSegmentMagic;
-  if (absl::Status s = meta->Sync(); !s.ok()) return remove_files(s);
-  if (absl::Status s = data->Sync(); !s.ok()) return remove_files(s);
-  return std::unique_ptr<Region>(
-      new Region(shm_dir, request.name(), *std::move(data), *std::move(meta),
-                 allocator_span, *std::move(allocator)));
+
+  std::unique_ptr<Region> region(
+      new Region(shm_dir, request.name(), *std::move(data), *std::move(meta)));
+  if (absl::Status s = region->Attach(); !s.ok()) {
+    return absl::InternalError(
+        absl::StrCat("a region just created does not attach: ", s.message()));
+  }
+  if (absl::Status s = region->Sync(); !s.ok()) return s;
+  return region;
+}
+
+Region::FileState Region::Classify(const std::string& shm_dir,
+                                   const std::string& name) {
+  const std::string meta_path = JoinPath(shm_dir, MetaFileName(name));
+  absl::StatusOr<MappedFile> meta = MappedFile::Open(meta_path);
+  if (absl::IsNotFound(meta.status())) return FileState::kNoMeta;
+  if (!meta.ok() || meta->size() < kRegionMetaHeaderBytes) {
+    return FileState::kUnreadable;
+  }
+  const auto* h = reinterpret_cast<const RegionMetaHeader*>(meta->data());
+  if (h->magic == 0) return FileState::kIncomplete;
+  if (h->magic == kRegionMetaMagic &&
+      h->layout_version == kRegionMetaLayoutVersion &&
+      h->state == kMetaDeleting) {
+    return FileState::kDeleting;
+  }
+  return FileState::kComplete;
+}
+
+absl::StatusOr<v1::CreateRegionRequest> Region::RecordedRequest(
+    const std::string& shm_dir, const std::string& name) {
+  const std::string meta_path = JoinPath(shm_dir, MetaFileName(name));
+  SHMALLOC_ASSIGN_OR_RETURN(MappedFile meta, MappedFile::Open(meta_path));
+  if (meta.size() < kRegionMetaHeaderBytes) {
+    return Corrupt(meta_path, "too small to record a geometry");
+  }
+  const auto* h = reinterpret_cast<const RegionMetaHeader*>(meta.data());
+  if ((h->magic != kRegionMetaMagic &&
+       h->magic != 0x314d474552534853ULL) ||  // SHSREGM1
+      h->size_class_count > kMaxSizeClasses) {
+    return Corrupt(meta_path, "no readable geometry");
+  }
+  v1::CreateRegionRequest request;
+  request.set_name(name);
+  request.set_strategy(static_cast<v1::Strategy>(h->strategy));
+  request.set_size_bytes(h->heap_bytes);
+  request.set_block_size(h->block_size);
+  request.set_quota_bytes_per_session(h->quota_bytes_per_session);
+  if (h->strategy == static_cast<uint32_t>(Strategy::kSlab)) {
+    for (uint32_t i = 0; i < h->size_class_count; ++i) {
+      request.add_size_classes(h->size_classes[i]);
+    }
+  }
+  SHMALLOC_RETURN_IF_ERROR(OptionsFor(request).status());
+  return request;
 }
 
 absl::StatusOr<std::unique_ptr<Region>> Region::Open(const std::string& shm_dir,
@@ -180,73 +337,183 @@ absl::StatusOr<std::unique_ptr<Region>> Region::Open(const std::string& shm_dir,
   SHMALLOC_RETURN_IF_ERROR(ValidateRegionName(name));
   const std::string data_path = JoinPath(shm_dir, DataFileName(name));
   const std::string meta_path = JoinPath(shm_dir, MetaFileName(name));
-  SHMALLOC_ASSIGN_OR_RETURN(MappedFile data, MappedFile::Open(data_path));
   SHMALLOC_ASSIGN_OR_RETURN(MappedFile meta, MappedFile::Open(meta_path));
-
-  if (data.size() <= kHeapBegin) return Corrupt(data_path, "too small");
-  const auto* segment = reinterpret_cast<const SegmentHeader*>(data.data());
-  if (segment->magic != kSegmentMagic) {
-    return Corrupt(data_path,
-                   "no segment magic (not a shmalloc data file, or "
-                   "its creation did not finish)");
-  }
-  if (segment->layout_version != kSegmentLayoutVersion) {
-    return Corrupt(
-        data_path,
-        absl::StrCat("segment layout version ", segment->layout_version,
-                     ", this build reads ", kSegmentLayoutVersion));
-  }
-  if (segment->heap_begin != kHeapBegin || segment->size_bytes != data.size() ||
-      segment->heap_end != data.size()) {
-    return Corrupt(data_path, "segment geometry does not match the file size");
-  }
-  if (std::strncmp(segment->name, name.c_str(), kRegionNameBytes) != 0) {
-    return Corrupt(data_path, "segment header names another region");
-  }
-
   if (meta.size() < kRegionMetaHeaderBytes) {
     return Corrupt(meta_path, "too small");
   }
   const auto* header = reinterpret_cast<const RegionMetaHeader*>(meta.data());
+  if (header->magic == 0x314d474552534853ULL) {  // SHSREGM1
+    return Corrupt(meta_path,
+                   "region meta layout version 1 (before owner records and "
+                   "the undo log); this build reads version 2 and does not "
+                   "migrate: delete the region with force and create it again");
+  }
   if (header->magic != kRegionMetaMagic ||
       header->layout_version != kRegionMetaLayoutVersion) {
-    return Corrupt(meta_path, "no region meta magic or another layout version");
-  }
-  if (header->strategy != segment->strategy ||
-      header->heap_bytes != data.size() - kHeapBegin ||
-      header->size_class_count > kMaxSizeClasses) {
-    return Corrupt(meta_path, "meta header does not match the data file");
+    return Corrupt(meta_path,
+                   absl::StrCat("no region meta magic or layout version ",
+                                header->layout_version, " (this build reads ",
+                                kRegionMetaLayoutVersion, ")"));
   }
   const bool arena =
-      segment->strategy == static_cast<uint32_t>(Strategy::kArena);
-  std::span<std::byte> allocator_span;
-  if (arena) {
-    allocator_span = std::span<std::byte>(
-        reinterpret_cast<SegmentHeader*>(data.data())->arena_meta,
-        kArenaMetaBytes);
-  } else {
-    if (header->allocator_meta_offset != kRegionMetaHeaderBytes ||
-        header->allocator_meta_offset + header->allocator_meta_bytes !=
-            meta.size()) {
-      return Corrupt(meta_path, "allocator metadata does not fit the file");
-    }
-    allocator_span = meta.bytes().subspan(header->allocator_meta_offset,
-                                          header->allocator_meta_bytes);
+      header->strategy == static_cast<uint32_t>(Strategy::kArena);
+  if (header->strategy < static_cast<uint32_t>(Strategy::kArena) ||
+      header->strategy > static_cast<uint32_t>(Strategy::kFreeList) ||
+      header->heap_bytes == 0 || header->heap_bytes > kMaxHeapBytes ||
+      header->size_class_count > kMaxSizeClasses) {
+    return Corrupt(meta_path, "meta header geometry is invalid");
+  }
+  const uint64_t allocator_end =
+      kRegionMetaHeaderBytes + (arena ? 0 : header->allocator_meta_bytes);
+  if ((!arena && header->allocator_meta_offset != kRegionMetaHeaderBytes) ||
+      header->owner_offset < allocator_end || header->owner_offset % 8 != 0 ||
+      header->owner_bytes > meta.size() ||
+      header->log_offset < header->owner_offset + header->owner_bytes ||
+      header->log_offset % 8 != 0 ||
+      header->log_offset + header->log_bytes != meta.size() ||
+      header->max_batch == 0 || header->max_batch > kMaxBatch ||
+      (!arena && header->owner_bytes == 0)) {
+    return Corrupt(meta_path, "meta file areas do not fit the file");
+  }
+  SHMALLOC_ASSIGN_OR_RETURN(MappedFile data, MappedFile::Open(data_path));
+  if (data.size() != kHeapBegin + header->heap_bytes) {
+    return Corrupt(data_path,
+                   absl::StrCat("data file has ", data.size(),
+                                " bytes; the region's geometry says ",
+                                kHeapBegin + header->heap_bytes));
+  }
+  std::unique_ptr<Region> region(
+      new Region(shm_dir, name, std::move(data), std::move(meta)));
+  SHMALLOC_RETURN_IF_ERROR(region->Attach());
+  return region;
+}
+
+absl::Status Region::Attach() {
+  absl::MutexLock lock(&mu_);
+  const RegionMetaHeader* h = meta();
+  const std::string meta_path = meta_.path();
+  strategy_ = static_cast<Strategy>(h->strategy);
+  capacity_ = h->heap_bytes;
+  max_batch_ = h->max_batch;
+  const bool arena = strategy_ == Strategy::kArena;
+  allocator_meta_ =
+      arena ? std::span<std::byte>(segment()->arena_meta, kArenaMetaBytes)
+            : meta_.bytes().subspan(kRegionMetaHeaderBytes,
+                                    h->allocator_meta_bytes);
+  absl::StatusOr<UndoLog> log = UndoLog::Open(
+      meta_.bytes(), meta_.bytes().subspan(h->log_offset, h->log_bytes));
+  if (!log.ok()) return Corrupt(meta_path, log.status().message());
+  log_ = std::make_unique<UndoLog>(*std::move(log));
+  absl::StatusOr<uint64_t> undone = log_->Recover();
+  if (!undone.ok()) return Corrupt(meta_path, undone.status().message());
+  if (*undone > 0) {
+    SHMALLOC_LOG(Info) << "region " << name_ << ": rolled back an interrupted "
+                       << "transaction (" << *undone << " words)";
+  }
+  if (h->pending_reset != 0) {
+    SHMALLOC_LOG(Info) << "region " << name_
+                       << ": finishing an interrupted reset";
+    SHMALLOC_RETURN_IF_ERROR(ApplyReset());
   }
   absl::StatusOr<std::unique_ptr<OffsetAllocator>> allocator =
-      AttachAllocator(allocator_span);
+      AttachAllocator(allocator_meta_);
   if (!allocator.ok()) {
-    return absl::DataLossError(absl::StrCat(arena ? data_path : meta_path, ": ",
-                                            allocator.status().message()));
+    return Corrupt(arena ? data_.path() : meta_path,
+                   allocator.status().message());
   }
-  if (static_cast<uint32_t>((*allocator)->strategy()) != segment->strategy ||
+  if ((*allocator)->strategy() != strategy_ ||
       (*allocator)->begin() != kHeapBegin ||
-      (*allocator)->end() != segment->heap_end) {
-    return Corrupt(meta_path, "allocator range does not match the data file");
+      (*allocator)->end() != kHeapBegin + capacity_) {
+    return Corrupt(meta_path, "allocator range does not match the region");
   }
-  return std::unique_ptr<Region>(new Region(shm_dir, name, std::move(data),
-                                            std::move(meta), allocator_span,
-                                            *std::move(allocator)));
+  allocator_ = *std::move(allocator);
+  // ARENA metadata lives in the data file, outside the log's reach: its
+  // Allocate is one compare-and-swap and needs no log.
+  if (!arena) allocator_->set_undo_log(log_.get());
+  if (!arena) {
+    absl::StatusOr<OwnerStore> owners = OwnerStore::Open(
+        meta_.bytes().subspan(h->owner_offset, h->owner_bytes), log_.get());
+    if (!owners.ok()) return Corrupt(meta_path, owners.status().message());
+    owners_.emplace(*std::move(owners));
+    const uint64_t live = allocator_->Stats().live_allocations;
+    if (owners_->live() != live) {
+      return Corrupt(
+          meta_path,
+          absl::StrCat("owner records (", owners_->live(),
+                       ") do not match live allocations (", live, ")"));
+    }
+    for (const auto& [offset, info] : owners_->All()) {
+      absl::StatusOr<uint64_t> size = allocator_->SizeOf(offset);
+      if (!size.ok() || *size != info.size_bytes) {
+        return Corrupt(meta_path,
+                       absl::StrCat("owner record of offset ", offset,
+                                    " names no live allocation"));
+      }
+    }
+  }
+  PublishSegment();
+  return absl::OkStatus();
+}
+
+absl::Status Region::ApplyReset() {
+  RegionMetaHeader* h = meta();
+  if (strategy_ == Strategy::kArena) {
+    // The arena's metadata is in the data file, shared with clients that
+    // bump its cursor: reset it in place rather than re-format under them.
+    SHMALLOC_ASSIGN_OR_RETURN(std::unique_ptr<OffsetAllocator> arena,
+                              AttachAllocator(allocator_meta_));
+    arena->Reset();
+    if (allocator_ != nullptr) allocator_ = std::move(arena);
+  } else {
+    // Re-format from the daemon's geometry: idempotent, so a crash at any
+    // store of it is finished by doing it again. The peak and failure
+    // counters of before were folded into the header (peak_base_bytes,
+    // failed_base) by the transaction that began the reset.
+    UndoLog::MarkCrashPoint();
+    SHMALLOC_ASSIGN_OR_RETURN(
+        std::unique_ptr<OffsetAllocator> fresh,
+        CreateAllocator(allocator_meta_, OptionsFromMeta(*h)));
+    UndoLog::MarkCrashPoint();
+    SHMALLOC_RETURN_IF_ERROR(
+        OwnerStore::Format(
+            meta_.bytes().subspan(h->owner_offset, h->owner_bytes), nullptr)
+            .status());
+    UndoLog::MarkCrashPoint();
+    std::fill(std::begin(h->histogram), std::end(h->histogram), 0);
+    UndoLog::MarkCrashPoint();
+    if (allocator_ != nullptr) {
+      fresh->set_undo_log(log_.get());
+      allocator_ = std::move(fresh);
+      absl::StatusOr<OwnerStore> owners = OwnerStore::Open(
+          meta_.bytes().subspan(h->owner_offset, h->owner_bytes), log_.get());
+      SHMALLOC_CHECK(owners.ok()) << owners.status();
+      owners_.emplace(*std::move(owners));
+    }
+  }
+  PublishSegment();
+  UndoLog::MarkCrashPoint();
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  h->pending_reset = 0;
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  return absl::OkStatus();
+}
+
+void Region::PublishSegment() {
+  const RegionMetaHeader* h = meta();
+  SegmentHeader* seg = segment();
+  seg->layout_version = kSegmentLayoutVersion;
+  seg->strategy = h->strategy;
+  seg->size_bytes = kHeapBegin + h->heap_bytes;
+  seg->heap_begin = kHeapBegin;
+  seg->heap_end = kHeapBegin + h->heap_bytes;
+  seg->block_size = h->block_size;
+  seg->incarnation = h->incarnation;
+  std::memset(seg->name, 0, kRegionNameBytes);
+  std::memcpy(seg->name, name_.data(),
+              std::min<size_t>(name_.size(), kRegionNameBytes - 1));
+  seg->generation.store(h->generation, std::memory_order_release);
+  std::atomic_thread_fence(std::memory_order_release);
+  seg->magic = kSegmentMagic;
 }
 
 }  // namespace shmalloc::server

@@ -1,5 +1,7 @@
 #include "server/region_registry.h"
 
+#include <optional>
+#include <set>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -13,33 +15,167 @@ namespace shmalloc::server {
 RegionRegistry::RegionRegistry(std::string shm_dir, ServerLimits limits)
     : shm_dir_(std::move(shm_dir)), limits_(limits) {}
 
+namespace {
+
+// Removes both files of region `name`, ignoring ones already gone.
+void RemoveFiles(const std::string& shm_dir, const std::string& name) {
+  for (const std::string& file : {DataFileName(name), MetaFileName(name)}) {
+    absl::Status s = UnlinkFile(JoinPath(shm_dir, file));
+    if (!s.ok() && !absl::IsNotFound(s)) {
+      SHMALLOC_LOG(Warning) << "removing " << file << ": " << s;
+    }
+  }
+}
+
+std::string DamagedMessage(absl::string_view name, absl::string_view detail) {
+  return absl::StrCat("region ", name, " is DAMAGED (", detail,
+                      "); DeleteRegion(force) or ResetRegion(force) "
+                      "recovers it");
+}
+
+}  // namespace
+
 absl::StatusOr<size_t> RegionRegistry::LoadExisting() {
   SHMALLOC_RETURN_IF_ERROR(CheckWritableDirectory(shm_dir_));
   SHMALLOC_ASSIGN_OR_RETURN(const std::vector<std::string> files,
                             ListDirectory(shm_dir_));
-  size_t attached = 0;
+  std::set<std::string> names;
   for (const std::string& file : files) {
-    const std::optional<std::string> name = RegionNameFromDataFile(file);
-    if (!name.has_value()) continue;
+    if (std::optional<std::string> name = RegionNameFromFile(file)) {
+      names.insert(*std::move(name));
+    }
+  }
+  size_t attached = 0;
+  for (const std::string& name : names) {
+    switch (Region::Classify(shm_dir_, name)) {
+      case Region::FileState::kIncomplete:
+        SHMALLOC_LOG(Warning) << "region " << name
+                              << ": its creation did not finish (a crash); "
+                                 "removing its files";
+        RemoveFiles(shm_dir_, name);
+        continue;
+      case Region::FileState::kDeleting:
+        SHMALLOC_LOG(Info) << "region " << name
+                           << ": finishing an interrupted delete";
+        RemoveFiles(shm_dir_, name);
+        continue;
+      case Region::FileState::kNoMeta: {
+        const std::string detail =
+            absl::StrCat(DataFileName(name), " has no meta file");
+        SHMALLOC_LOG(Warning) << DamagedMessage(name, detail);
+        absl::MutexLock lock(&mu_);
+        damaged_.emplace(name, detail);
+        continue;
+      }
+      case Region::FileState::kUnreadable:
+      case Region::FileState::kComplete:
+        break;
+    }
     absl::StatusOr<std::unique_ptr<Region>> region =
-        Region::Open(shm_dir_, *name);
+        Region::Open(shm_dir_, name);
     if (!region.ok()) {
-      SHMALLOC_LOG(Warning)
-          << "region " << *name << " in " << shm_dir_
-          << " not attached, files left as they are: " << region.status();
+      const std::string detail(region.status().message());
+      SHMALLOC_LOG(Warning) << DamagedMessage(name, detail);
+      absl::MutexLock lock(&mu_);
+      damaged_.emplace(name, detail);
       continue;
     }
     const v1::RegionStats stats = (*region)->Stats();
-    SHMALLOC_LOG(Info) << "re-attached region " << *name << " ("
+    SHMALLOC_LOG(Info) << "re-attached region " << name << " ("
                        << StrategyName((*region)->strategy()) << ", "
                        << stats.capacity_bytes() << " bytes, "
                        << stats.used_bytes() << " used, "
                        << stats.live_allocations() << " live allocations)";
     absl::MutexLock lock(&mu_);
-    regions_.emplace(*name, *std::move(region));
+    regions_.emplace(name, *std::move(region));
     ++attached;
   }
   return attached;
+}
+
+absl::StatusOr<v1::Region> RegionRegistry::Describe(
+    std::string_view name) const {
+  SHMALLOC_RETURN_IF_ERROR(ValidateRegionName(name));
+  std::shared_ptr<Region> region;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    if (auto it = damaged_.find(name); it != damaged_.end()) {
+      v1::Region damaged;
+      damaged.set_name(it->first);
+      damaged.set_state(v1::REGION_STATE_DAMAGED);
+      damaged.set_state_detail(it->second);
+      damaged.set_data_file(DataFileName(name));
+      return damaged;
+    }
+    auto it = regions_.find(name);
+    if (it == regions_.end()) {
+      return absl::NotFoundError(
+          absl::StrCat("no region named ", std::string(name)));
+    }
+    region = it->second;
+  }
+  return region->Describe();
+}
+
+std::vector<v1::Region> RegionRegistry::DescribeAll() const {
+  std::set<std::string> names;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    for (const auto& [name, region] : regions_) names.insert(name);
+    for (const auto& [name, detail] : damaged_) names.insert(name);
+  }
+  std::vector<v1::Region> all;
+  for (const std::string& name : names) {
+    absl::StatusOr<v1::Region> one = Describe(name);
+    if (one.ok()) all.push_back(*std::move(one));  // else deleted meanwhile
+  }
+  return all;
+}
+
+absl::StatusOr<std::shared_ptr<Region>> RegionRegistry::ResetDamaged(
+    std::string_view name) {
+  SHMALLOC_RETURN_IF_ERROR(ValidateRegionName(name));
+  const std::string key(name);
+  {
+    absl::MutexLock lock(&mu_);
+    if (!damaged_.contains(key) || creating_.contains(key)) {
+      return absl::NotFoundError(
+          absl::StrCat("region ", key, " is not DAMAGED"));
+    }
+    creating_.insert(key);
+  }
+  auto done = [&](absl::Status status) {
+    absl::MutexLock lock(&mu_);
+    creating_.erase(key);
+    return status;
+  };
+  absl::StatusOr<v1::CreateRegionRequest> request =
+      Region::RecordedRequest(shm_dir_, key);
+  if (!request.ok()) {
+    return done(absl::DataLossError(absl::StrCat(
+        "region ", key, " is DAMAGED and its geometry cannot be read (",
+        request.status().message(), "); delete it with force")));
+  }
+  RemoveFiles(shm_dir_, key);
+  absl::StatusOr<std::unique_ptr<Region>> created =
+      Region::Create(shm_dir_, *request);
+  if (!created.ok()) return done(created.status());
+  std::shared_ptr<Region> region = *std::move(created);
+  absl::MutexLock lock(&mu_);
+  creating_.erase(key);
+  damaged_.erase(key);
+  regions_.emplace(key, region);
+  SHMALLOC_LOG(Info) << "re-created DAMAGED region " << key
+                     << " with its recorded geometry";
+  return region;
+}
+
+std::vector<uint64_t> RegionRegistry::SessionsWithAllocations() const {
+  std::set<uint64_t> ids;
+  for (const std::shared_ptr<Region>& region : List()) {
+    for (uint64_t id : region->SessionIds()) ids.insert(id);
+  }
+  return {ids.begin(), ids.end()};
 }
 
 absl::StatusOr<std::shared_ptr<Region>> RegionRegistry::Create(
@@ -54,11 +190,13 @@ absl::StatusOr<std::shared_ptr<Region>> RegionRegistry::Create(
   {
     absl::MutexLock lock(&mu_);
     if (regions_.contains(request.name()) ||
-        creating_.contains(request.name())) {
+        creating_.contains(request.name()) ||
+        damaged_.contains(request.name())) {
       return absl::AlreadyExistsError(
           absl::StrCat("region ", request.name(), " already exists"));
     }
-    if (regions_.size() + creating_.size() >= limits_.max_regions) {
+    if (regions_.size() + creating_.size() + damaged_.size() >=
+        limits_.max_regions) {
       return absl::ResourceExhaustedError(absl::StrCat(
           "the daemon already has ", regions_.size(),
           " regions (limit max_regions = ", limits_.max_regions, ")"));
@@ -79,6 +217,9 @@ absl::StatusOr<std::shared_ptr<Region>> RegionRegistry::Get(
     std::string_view name) const {
   SHMALLOC_RETURN_IF_ERROR(ValidateRegionName(name));
   absl::ReaderMutexLock lock(&mu_);
+  if (auto d = damaged_.find(name); d != damaged_.end()) {
+    return absl::DataLossError(DamagedMessage(std::string(name), d->second));
+  }
   auto it = regions_.find(name);
   if (it == regions_.end()) {
     return absl::NotFoundError(
@@ -100,6 +241,16 @@ absl::Status RegionRegistry::Delete(std::string_view name, bool force) {
   std::shared_ptr<Region> region;
   {
     absl::MutexLock lock(&mu_);
+    if (auto d = damaged_.find(name); d != damaged_.end()) {
+      if (!force)
+        return absl::DataLossError(
+            DamagedMessage(std::string(name), d->second));
+      const std::string key = d->first;
+      damaged_.erase(d);
+      RemoveFiles(shm_dir_, key);
+      SHMALLOC_LOG(Info) << "deleted DAMAGED region " << key;
+      return absl::OkStatus();
+    }
     auto it = regions_.find(name);
     if (it == regions_.end()) {
       return absl::NotFoundError(

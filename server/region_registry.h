@@ -7,8 +7,15 @@
 // registry lock; the name is reserved meanwhile so a second create of it is
 // ALREADY_EXISTS at once.
 //
-// Invariants: size() + reserved names <= limits.max_regions; every region in
-// the map has not been MarkDeleted.
+// A region whose files fail validation at start is quarantined, not hidden:
+// it keeps its name (Create is ALREADY_EXISTS), GetRegion/ListRegions show it
+// DAMAGED with the reason, every other call is DATA_LOSS, and Delete(force)
+// or ResetDamaged recovers it. Files left by a crash inside Create (no meta
+// magic) or Delete (meta says DELETING) are removed at start.
+//
+// Invariants: size() + damaged + reserved names <= limits.max_regions; every
+// region in the map has not been MarkDeleted; no name is both in the map and
+// damaged.
 // Thread-safety: thread-safe.
 #ifndef SERVER_REGION_REGISTRY_H_
 #define SERVER_REGION_REGISTRY_H_
@@ -35,7 +42,8 @@ class RegionRegistry {
   RegionRegistry(std::string shm_dir, ServerLimits limits);
 
   // Re-attaches every region whose files are in shm_dir. A region that does
-  // not validate is logged and left alone (never truncated or deleted).
+  // not validate is logged and quarantined (its files never truncated or
+  // deleted); the leftovers of an interrupted Create or Delete are removed.
   // Returns how many were attached. NOT_FOUND / PERMISSION_DENIED /
   // FAILED_PRECONDITION when shm_dir itself is unusable.
   [[nodiscard]] absl::StatusOr<size_t> LoadExisting();
@@ -47,15 +55,34 @@ class RegionRegistry {
       const v1::CreateRegionRequest& request);
 
   // Returns region `name`; INVALID_ARGUMENT for a malformed name, NOT_FOUND
-  // for an unknown one. Thread-safe.
+  // for an unknown one, DATA_LOSS for a DAMAGED one. Thread-safe.
   [[nodiscard]] absl::StatusOr<std::shared_ptr<Region>> Get(
       std::string_view name) const;
 
-  // Returns every region, ordered by name. Thread-safe.
+  // Returns every region, ordered by name (DAMAGED ones are not Regions:
+  // see Describe). Thread-safe.
   std::vector<std::shared_ptr<Region>> List() const;
 
+  // Returns the description of region `name`, DAMAGED ones included
+  // (INVALID_ARGUMENT, NOT_FOUND as Get). Thread-safe.
+  [[nodiscard]] absl::StatusOr<v1::Region> Describe(
+      std::string_view name) const;
+  // Returns every region's description, DAMAGED ones included, by name.
+  std::vector<v1::Region> DescribeAll() const;
+
+  // Recovers DAMAGED region `name` by creating it again with the geometry
+  // its meta file records (its data is lost). DATA_LOSS when that geometry
+  // cannot be read (delete it with force instead); NOT_FOUND when `name` is
+  // not DAMAGED. Thread-safe.
+  [[nodiscard]] absl::StatusOr<std::shared_ptr<Region>> ResetDamaged(
+      std::string_view name);
+
+  // Returns the ids of every session owning something in some region.
+  std::vector<uint64_t> SessionsWithAllocations() const;
+
   // Deletes region `name` and its files. INVALID_ARGUMENT, NOT_FOUND,
-  // FAILED_PRECONDITION (live allocations and !force). Thread-safe.
+  // FAILED_PRECONDITION (live allocations and !force), DATA_LOSS (DAMAGED
+  // and !force). Thread-safe.
   [[nodiscard]] absl::Status Delete(std::string_view name, bool force);
 
   // Frees everything `session_id` owns in every region; returns how many
@@ -77,6 +104,8 @@ class RegionRegistry {
   std::map<std::string, std::shared_ptr<Region>, std::less<>> regions_
       ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<std::string> creating_ ABSL_GUARDED_BY(mu_);
+  // DAMAGED regions: name -> why.
+  std::map<std::string, std::string, std::less<>> damaged_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace shmalloc::server

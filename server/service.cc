@@ -4,12 +4,29 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
+#include "common/stable_hash.h"
 #include "common/status_macros.h"
 #include "server/grpc_status.h"
+#include "server/map_service.h"
 #include "server/session_reactor.h"
 #include "server/watch_reactor.h"
 
 namespace shmalloc::server {
+namespace {
+
+constexpr size_t kMaxRequestIdBytes = 64;
+
+// Returns the stored form of an AIP-155 request id (0 = none).
+absl::StatusOr<uint64_t> RequestHash(const std::string& request_id) {
+  if (request_id.size() > kMaxRequestIdBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("request_id has ", request_id.size(), " bytes; at most ",
+                     kMaxRequestIdBytes));
+  }
+  return request_id.empty() ? 0 : StableHash64(request_id);
+}
+
+}  // namespace
 
 template <typename Body>
 grpc::ServerUnaryReactor* AllocatorService::Serve(
@@ -57,9 +74,8 @@ grpc::ServerUnaryReactor* AllocatorService::GetRegion(
     grpc::CallbackServerContext* context, const v1::GetRegionRequest* request,
     v1::Region* response) {
   return Serve(context, "GetRegion", [&]() -> absl::Status {
-    SHMALLOC_ASSIGN_OR_RETURN(std::shared_ptr<Region> region,
-                              core_.regions.Get(request->name()));
-    *response = region->Describe();
+    SHMALLOC_ASSIGN_OR_RETURN(*response,
+                              core_.regions.Describe(request->name()));
     return absl::OkStatus();
   });
 }
@@ -69,8 +85,8 @@ grpc::ServerUnaryReactor* AllocatorService::ListRegions(
     const v1::ListRegionsRequest* /*request*/,
     v1::ListRegionsResponse* response) {
   return Serve(context, "ListRegions", [&] {
-    for (const std::shared_ptr<Region>& region : core_.regions.List()) {
-      *response->add_regions() = region->Describe();
+    for (v1::Region& region : core_.regions.DescribeAll()) {
+      *response->add_regions() = std::move(region);
     }
     return absl::OkStatus();
   });
@@ -109,6 +125,8 @@ absl::Status AllocatorService::DoAllocate(const v1::AllocateRequest& request,
   args.alignment = request.alignment();
   args.count = count;
   args.detached = request.detached();
+  SHMALLOC_ASSIGN_OR_RETURN(args.request_hash,
+                            RequestHash(request.request_id()));
   const uint64_t session_id = request.session_id();
   SHMALLOC_ASSIGN_OR_RETURN(AllocateResult result, region->Allocate(args, [&] {
     return core_.sessions.IsOpen(session_id);
@@ -144,10 +162,17 @@ absl::Status AllocatorService::DoFree(const v1::FreeRequest& request,
   }
   SHMALLOC_ASSIGN_OR_RETURN(std::shared_ptr<Region> region,
                             core_.regions.Get(request.region()));
+  SHMALLOC_ASSIGN_OR_RETURN(const uint64_t request_hash,
+                            RequestHash(request.request_id()));
+  FreeArgs args;
+  args.session_id = request.session_id();
+  args.generation = request.generation();
+  args.request_hash = request_hash;
   SHMALLOC_ASSIGN_OR_RETURN(
       const uint64_t freed,
       region->Free(std::span<const uint64_t>(request.offsets().data(),
-                                             request.offsets().size())));
+                                             request.offsets().size()),
+                   args));
   response.set_freed_bytes(freed);
   return absl::OkStatus();
 }
@@ -160,8 +185,16 @@ grpc::ServerUnaryReactor* AllocatorService::Free(
 
 absl::Status AllocatorService::DoResetRegion(
     const v1::ResetRegionRequest& request, v1::Region& response) {
-  SHMALLOC_ASSIGN_OR_RETURN(std::shared_ptr<Region> region,
-                            core_.regions.Get(request.name()));
+  absl::StatusOr<std::shared_ptr<Region>> found =
+      core_.regions.Get(request.name());
+  if (absl::IsDataLoss(found.status()) && request.force()) {
+    // A DAMAGED region: a forced reset creates it again from its geometry.
+    SHMALLOC_ASSIGN_OR_RETURN(std::shared_ptr<Region> fresh,
+                              core_.regions.ResetDamaged(request.name()));
+    response = fresh->Describe();
+    return absl::OkStatus();
+  }
+  SHMALLOC_ASSIGN_OR_RETURN(std::shared_ptr<Region> region, std::move(found));
   SHMALLOC_RETURN_IF_ERROR(region->Reset(request.force()));
   response = region->Describe();
   SHMALLOC_LOG(Info) << "reset region " << response.name() << " to generation "
@@ -191,6 +224,70 @@ grpc::ServerWriteReactor<v1::Stats>* AllocatorService::WatchStats(
     grpc::CallbackServerContext* /*context*/,
     const v1::WatchStatsRequest* request) {
   return new WatchReactor(core_, *request);
+}
+
+namespace {
+
+// Returns what the map and the listing need of `region`; the description
+// first (see RegionSnapshot).
+RegionSnapshot Snapshot(const Region& region) {
+  RegionSnapshot snapshot;
+  snapshot.description = region.Describe();
+  snapshot.stats = region.Stats();
+  snapshot.allocations = region.Allocations();
+  return snapshot;
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* AllocatorService::ListAllocations(
+    grpc::CallbackServerContext* context,
+    const v1::ListAllocationsRequest* request,
+    v1::ListAllocationsResponse* response) {
+  return Serve(context, "ListAllocations", [&]() -> absl::Status {
+    std::vector<std::string> names;
+    if (request->region().empty()) {
+      for (const std::shared_ptr<Region>& region : core_.regions.List()) {
+        names.push_back(region->name());
+      }
+    } else {
+      SHMALLOC_RETURN_IF_ERROR(core_.regions.Get(request->region()).status());
+      names.push_back(request->region());
+    }
+    auto load = [&](const std::string& name) -> absl::StatusOr<RegionSnapshot> {
+      SHMALLOC_ASSIGN_OR_RETURN(std::shared_ptr<Region> region,
+                                core_.regions.Get(name));
+      return Snapshot(*region);
+    };
+    auto live_count = [&](const std::string& name) -> uint64_t {
+      absl::StatusOr<std::shared_ptr<Region>> region = core_.regions.Get(name);
+      if (!region.ok() || (*region)->strategy() == Strategy::kArena) return 0;
+      return (*region)->Stats().live_allocations();
+    };
+    const RegionSource source{std::move(names), load, live_count};
+    SHMALLOC_ASSIGN_OR_RETURN(
+        *response,
+        ListAllocationsPage(
+            *request, source,
+            [&](uint64_t id) { return core_.sessions.ClientName(id); },
+            static_cast<uint64_t>(absl::ToUnixMillis(absl::Now()))));
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* AllocatorService::GetRegionMap(
+    grpc::CallbackServerContext* context,
+    const v1::GetRegionMapRequest* request, v1::RegionMap* response) {
+  return Serve(context, "GetRegionMap", [&]() -> absl::Status {
+    SHMALLOC_ASSIGN_OR_RETURN(std::shared_ptr<Region> region,
+                              core_.regions.Get(request->region()));
+    SHMALLOC_ASSIGN_OR_RETURN(
+        *response,
+        BuildRegionMap(Snapshot(*region), request->buckets(), [&](uint64_t id) {
+          return core_.sessions.ClientName(id);
+        }));
+    return absl::OkStatus();
+  });
 }
 
 }  // namespace shmalloc::server

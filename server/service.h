@@ -55,6 +55,14 @@ class AllocatorService final : public v1::Allocator::CallbackService {
   grpc::ServerWriteReactor<v1::Stats>* WatchStats(
       grpc::CallbackServerContext* context,
       const v1::WatchStatsRequest* request) override;
+  // The leak report and the fragmentation map (server/map_service.h).
+  grpc::ServerUnaryReactor* ListAllocations(
+      grpc::CallbackServerContext* context,
+      const v1::ListAllocationsRequest* request,
+      v1::ListAllocationsResponse* response) override;
+  grpc::ServerUnaryReactor* GetRegionMap(grpc::CallbackServerContext* context,
+                                         const v1::GetRegionMapRequest* request,
+                                         v1::RegionMap* response) override;
 
  private:
   // Runs `body` unless shutdown has begun (then UNAVAILABLE), records the

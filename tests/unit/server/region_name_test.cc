@@ -43,16 +43,18 @@ TEST(RegionNameTest, FileNamesFollowTheLayout) {
   EXPECT_EQ(JoinPath("/dev/shm/", "x"), "/dev/shm/x");
 }
 
-TEST(RegionNameTest, DataFileNameRoundTrips) {
-  EXPECT_THAT(RegionNameFromDataFile(DataFileName("a.b-c")),
+TEST(RegionNameTest, FileNamesRoundTrip) {
+  EXPECT_THAT(RegionNameFromFile(DataFileName("a.b-c")),
+              Optional(Eq("a.b-c")));
+  EXPECT_THAT(RegionNameFromFile(MetaFileName("a.b-c")),
               Optional(Eq("a.b-c")));
 }
 
 TEST(RegionNameTest, OtherFilesAreNotRegions) {
   for (const char* file :
-       {"shmalloc-frames.meta", "frames.data", "shmalloc-.data",
+       {"shmalloc.sessions", "frames.data", "shmalloc-.data",
         "shmalloc-Bad.data", "shmalloc-a.data.tmp", "other"}) {
-    EXPECT_EQ(RegionNameFromDataFile(file), std::nullopt) << file;
+    EXPECT_EQ(RegionNameFromFile(file), std::nullopt) << file;
   }
 }
 

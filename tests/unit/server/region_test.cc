@@ -4,6 +4,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "common/segment_header.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/region_name.h"
@@ -281,7 +282,7 @@ TEST(RegionArenaTest, BatchIsOneContiguousBumpAndFreeIsRefused) {
   EXPECT_EQ((*region)->Stats().sessions_size(), 0);
 }
 
-TEST(RegionOpenTest, CorruptFilesAreDataLossAndLeftUntouched) {
+TEST(RegionOpenTest, AScribbledDataHeaderIsRewrittenFromTheMetaFile) {
   TempDir dir;
   {
     absl::StatusOr<std::unique_ptr<Region>> region =
@@ -292,14 +293,41 @@ TEST(RegionOpenTest, CorruptFilesAreDataLossAndLeftUntouched) {
   {
     absl::StatusOr<MappedFile> file = MappedFile::Open(data);
     SHMALLOC_ASSERT_OK(file);
+    auto* seg = reinterpret_cast<SegmentHeader*>(file->data());
     std::memset(file->data(), 0xff, 8);  // the magic
+    seg->heap_end = uint64_t{1} << 60;   // what a client could write
+    seg->block_size = 0;
+  }
+  absl::StatusOr<std::unique_ptr<Region>> region =
+      Region::Open(dir.path(), "c");
+  SHMALLOC_ASSERT_OK(region);
+  EXPECT_EQ((*region)->Describe().heap_end(), kHeapBegin + (1 << 20));
+  absl::StatusOr<MappedFile> file = MappedFile::Open(data);
+  SHMALLOC_ASSERT_OK(file);
+  const auto* seg = reinterpret_cast<const SegmentHeader*>(file->data());
+  EXPECT_EQ(seg->magic, kSegmentMagic);
+  EXPECT_EQ(seg->heap_end, kHeapBegin + (1 << 20));
+  EXPECT_EQ(seg->block_size, 64u);
+}
+
+TEST(RegionOpenTest, ACorruptMetaFileIsDataLossAndLeftUntouched) {
+  TempDir dir;
+  {
+    absl::StatusOr<std::unique_ptr<Region>> region =
+        Region::Create(dir.path(), Request("c", v1::STRATEGY_BUDDY));
+    SHMALLOC_ASSERT_OK(region);
+  }
+  const std::string meta = dir.File(MetaFileName("c"));
+  {
+    absl::StatusOr<MappedFile> file = MappedFile::Open(meta);
+    SHMALLOC_ASSERT_OK(file);
+    std::memset(file->data() + 16, 0xff, 8);  // heap_bytes
   }
   EXPECT_THAT(Region::Open(dir.path(), "c"),
               StatusIs(absl::StatusCode::kDataLoss));
-  absl::StatusOr<MappedFile> file = MappedFile::Open(data);
+  absl::StatusOr<MappedFile> file = MappedFile::Open(meta);
   SHMALLOC_ASSERT_OK(file);
-  EXPECT_EQ(file->size(), kHeapBegin + (1 << 20));
-  EXPECT_EQ(static_cast<unsigned char>(file->data()[0]), 0xffu);
+  EXPECT_EQ(static_cast<unsigned char>(file->data()[16]), 0xffu);
 }
 
 TEST(RegionOpenTest, MissingRegionIsNotFound) {
