@@ -1,6 +1,6 @@
 // A table of bad requests against the real shmallocd: each gets the exact
-// status code of the contract (DESIGN.md, shmalloc.proto), and changes
-// nothing — every region's RegionStats, the region list, the session count
+// status code of the contract (proto/shmalloc/v1/shmalloc.proto;
+// docs/architecture.md, docs/design/durability.md), and changes nothing — every region's RegionStats, the region list, the session count
 // and the files in shm_dir are the same before and after. The one expected
 // difference: a refusal for lack of space counts in failed_allocations.
 //
