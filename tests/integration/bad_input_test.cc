@@ -1,7 +1,8 @@
 // A table of bad requests against the real shmallocd: each gets the exact
 // status code of the contract (proto/shmalloc/v1/shmalloc.proto;
-// docs/architecture.md, docs/design/durability.md), and changes nothing — every region's RegionStats, the region list, the session count
-// and the files in shm_dir are the same before and after. The one expected
+// docs/architecture.md, docs/design/durability.md), and changes nothing —
+// every region's RegionStats, the region list, the session count and the
+// files in shm_dir are the same before and after. The one expected
 // difference: a refusal for lack of space counts in failed_allocations.
 //
 // One daemon serves the whole table (a bad request changes nothing, and each
