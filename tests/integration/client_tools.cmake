@@ -27,3 +27,11 @@ shmalloc_cc_test(NAME c_api_wrapper_test SRCS ${_dir}/c_api_wrapper_test.cc
 add_dependencies(c_api_wrapper_test shmallocd c_api_test)
 target_compile_definitions(c_api_wrapper_test PRIVATE
   C_API_TEST_PATH="$<TARGET_FILE:c_api_test>")
+
+# GetRegionMap / ListAllocations and `shmalloc map` / `shmalloc leaks`.
+shmalloc_cc_test(NAME map_leaks_test SRCS ${_dir}/map_leaks_test.cc
+  DEPS shmalloc_daemon_process shmalloc_subprocess GTest::gtest_main
+  LABELS integration TIMEOUT 180)
+add_dependencies(map_leaks_test shmallocd shmalloc)
+target_compile_definitions(map_leaks_test PRIVATE
+  SHMALLOC_CLI_PATH="$<TARGET_FILE:shmalloc>")
