@@ -8,10 +8,10 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -109,7 +109,8 @@ std::string RenderTerminal(const v1::RegionMap& map, bool ansi) {
     } else {
       const int index = owners.Index(b.dominant_session_id());
       char c = Owners::Letter(index);
-      if (b.used_fraction() < 0.5 && c >= 'A' && c <= 'Z') c = c - 'A' + 'a';
+      if (b.used_fraction() < 0.5 && c >= 'A' && c <= 'Z')
+        c = static_cast<char>(c - 'A' + 'a');
       absl::StrAppend(&out, Cell(c, kAnsi[index % kPalette], ansi));
     }
     if (i % kCellsPerRow == kCellsPerRow - 1 || i == n - 1) {
@@ -343,8 +344,9 @@ absl::Status RunMap(const std::vector<std::string>& positional,
   file << RenderSvg(picture);
   file.close();
   if (!file) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot write ", *svg, ": ", std::strerror(errno)));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot write ", *svg, ": ",
+        std::error_code(errno, std::generic_category()).message()));
   }
   std::cout << "wrote " << *svg << " ("
             << (picture.runs_size() > 0 ? picture.runs_size()
