@@ -1,5 +1,7 @@
 #include "server/daemon.h"
 
+#include <sys/stat.h>
+
 #include <chrono>
 #include <utility>
 
@@ -137,7 +139,15 @@ absl::Status Daemon::Listen() {
                              grpc::InsecureServerCredentials(), &ports[i]);
   }
   builder.RegisterService(service_.get());
+  // gRPC binds the Unix socket inside BuildAndStart and accepts right away,
+  // so the socket file gets 0777 & ~umask at bind time: with a permissive
+  // umask, any local user could connect before SetSocketMode below. A umask
+  // of 0117 makes the bind itself create it 0660. umask is process-wide, so
+  // it is restored at once; files made meanwhile by other threads are not
+  // affected (MappedFile::Create sets exact modes with fchmod).
+  const mode_t saved_umask = umask(0777 & ~kSocketMode);
   server_ = builder.BuildAndStart();
+  umask(saved_umask);
   if (server_ == nullptr) {
     return absl::UnavailableError(
         absl::StrCat("cannot listen on unix:", options_.socket,

@@ -112,7 +112,9 @@ class Region {
   // geometry, the allocator's invariants and the owner records, and rewrites
   // the data file's header from the meta file. Returns NOT_FOUND (no files),
   // DATA_LOSS or FAILED_PRECONDITION (a file that does not validate; the
-  // message says which and why).
+  // message says which and why), PERMISSION_DENIED (a file not owned by the
+  // daemon's uid, hard-linked, or with a mode wider than meta 0600 / data
+  // 0660: see MappedFile::Open).
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<Region>> Open(
       const std::string& shm_dir, const std::string& name);
 

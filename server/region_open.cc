@@ -289,7 +289,7 @@ absl::StatusOr<std::unique_ptr<Region>> Region::Create(
 Region::FileState Region::Classify(const std::string& shm_dir,
                                    const std::string& name) {
   const std::string meta_path = JoinPath(shm_dir, MetaFileName(name));
-  absl::StatusOr<MappedFile> meta = MappedFile::Open(meta_path);
+  absl::StatusOr<MappedFile> meta = MappedFile::Open(meta_path, kMetaMode);
   if (absl::IsNotFound(meta.status())) return FileState::kNoMeta;
   if (!meta.ok() || meta->size() < kRegionMetaHeaderBytes) {
     return FileState::kUnreadable;
@@ -307,7 +307,8 @@ Region::FileState Region::Classify(const std::string& shm_dir,
 absl::StatusOr<v1::CreateRegionRequest> Region::RecordedRequest(
     const std::string& shm_dir, const std::string& name) {
   const std::string meta_path = JoinPath(shm_dir, MetaFileName(name));
-  SHMALLOC_ASSIGN_OR_RETURN(MappedFile meta, MappedFile::Open(meta_path));
+  SHMALLOC_ASSIGN_OR_RETURN(MappedFile meta,
+                            MappedFile::Open(meta_path, kMetaMode));
   if (meta.size() < kRegionMetaHeaderBytes) {
     return Corrupt(meta_path, "too small to record a geometry");
   }
@@ -337,7 +338,8 @@ absl::StatusOr<std::unique_ptr<Region>> Region::Open(const std::string& shm_dir,
   SHMALLOC_RETURN_IF_ERROR(ValidateRegionName(name));
   const std::string data_path = JoinPath(shm_dir, DataFileName(name));
   const std::string meta_path = JoinPath(shm_dir, MetaFileName(name));
-  SHMALLOC_ASSIGN_OR_RETURN(MappedFile meta, MappedFile::Open(meta_path));
+  SHMALLOC_ASSIGN_OR_RETURN(MappedFile meta,
+                            MappedFile::Open(meta_path, kMetaMode));
   if (meta.size() < kRegionMetaHeaderBytes) {
     return Corrupt(meta_path, "too small");
   }
@@ -375,7 +377,8 @@ absl::StatusOr<std::unique_ptr<Region>> Region::Open(const std::string& shm_dir,
       (!arena && header->owner_bytes == 0)) {
     return Corrupt(meta_path, "meta file areas do not fit the file");
   }
-  SHMALLOC_ASSIGN_OR_RETURN(MappedFile data, MappedFile::Open(data_path));
+  SHMALLOC_ASSIGN_OR_RETURN(MappedFile data,
+                            MappedFile::Open(data_path, kDataMode));
   if (data.size() != kHeapBegin + header->heap_bytes) {
     return Corrupt(data_path,
                    absl::StrCat("data file has ", data.size(),

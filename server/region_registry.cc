@@ -73,6 +73,14 @@ absl::StatusOr<size_t> RegionRegistry::LoadExisting() {
     }
     absl::StatusOr<std::unique_ptr<Region>> region =
         Region::Open(shm_dir_, name);
+    if (absl::IsPermissionDenied(region.status())) {
+      // Not our file (another owner, a hard link, a mode anyone may write):
+      // possibly planted. Logged and left alone: not adopted, not DAMAGED
+      // (a forced delete or reset must not act on someone else's file).
+      SHMALLOC_LOG(Warning)
+          << "region " << name << " left alone: " << region.status().message();
+      continue;
+    }
     if (!region.ok()) {
       const std::string detail(region.status().message());
       SHMALLOC_LOG(Warning) << DamagedMessage(name, detail);

@@ -107,7 +107,7 @@ absl::StatusOr<std::unique_ptr<SessionStore>> SessionStore::Attach(
   }
   if (recovered != nullptr) *recovered = 0;
   const std::string path = absl::StrCat(dir, "/", kSessionFileName);
-  absl::StatusOr<MappedFile> file = MappedFile::Open(path);
+  absl::StatusOr<MappedFile> file = MappedFile::Open(path, kSessionFileMode);
   if (file.ok() && file->size() >= sizeof(uint64_t) &&
       reinterpret_cast<const SessionFileHeader*>(file->data())->magic == 0) {
     // A format cut short by a crash: nothing was ever stored in it.

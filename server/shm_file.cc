@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <utility>
 
@@ -59,6 +60,45 @@ void CloseFd(int fd) {
   errno = saved;
 }
 
+// "0644": permission bits as chmod(1) spells them, for messages.
+std::string ModeText(mode_t mode) {
+  char text[8];
+  std::snprintf(text, sizeof(text), "%04o",
+                static_cast<unsigned>(mode & 07777));
+  return text;
+}
+
+// "owner uid 1000, mode 0666, 2 links": what a refusal is about.
+std::string OwnershipText(const struct stat& st) {
+  return absl::StrCat("owner uid ", st.st_uid, ", mode ",
+                      ModeText(st.st_mode), ", ", st.st_nlink,
+                      st.st_nlink == 1 ? " link" : " links");
+}
+
+// OK when the file `st` describes is one this process could have made
+// itself: a regular file of its effective uid, one link, and no permission
+// bit outside `widest_mode`. PERMISSION_DENIED naming `path` otherwise.
+absl::Status CheckAdoptable(const struct stat& st, const std::string& path,
+                            mode_t widest_mode) {
+  const uid_t euid = geteuid();
+  const char* why = nullptr;
+  if (!S_ISREG(st.st_mode)) {
+    why = "not a regular file";
+  } else if (st.st_uid != euid) {
+    why = "owned by another user";
+  } else if (st.st_nlink != 1) {
+    why = "hard-linked";
+  } else if ((st.st_mode & 07777 & ~widest_mode) != 0) {
+    why = "permissions wider than allowed";
+  }
+  if (why == nullptr) return absl::OkStatus();
+  return absl::PermissionDeniedError(absl::StrCat(
+      "refusing ", path, ": ", why, " (", OwnershipText(st),
+      "); shmallocd (uid ", euid,
+      ") adopts only regular files it owns, with one link and mode within ",
+      ModeText(widest_mode)));
+}
+
 }  // namespace
 
 absl::StatusOr<MappedFile> MappedFile::Create(const std::string& path,
@@ -102,8 +142,11 @@ absl::StatusOr<MappedFile> MappedFile::Create(const std::string& path,
   return MappedFile(path, static_cast<std::byte*>(data), size);
 }
 
-absl::StatusOr<MappedFile> MappedFile::Open(const std::string& path) {
-  const int fd = open(path.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+absl::StatusOr<MappedFile> MappedFile::Open(const std::string& path,
+                                            mode_t widest_mode) {
+  // O_NONBLOCK: a planted FIFO must not block the open; it is refused below.
+  const int fd =
+      open(path.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) return ErrnoError(errno, "open", path);
   struct stat st;
   if (fstat(fd, &st) != 0) {
@@ -111,7 +154,13 @@ absl::StatusOr<MappedFile> MappedFile::Open(const std::string& path) {
     CloseFd(fd);
     return ErrnoError(error, "fstat", path);
   }
-  if (!S_ISREG(st.st_mode) || st.st_size <= 0) {
+  // The checks look at the opened fd, so a rename between the open and
+  // the check cannot swap in another file.
+  if (absl::Status s = CheckAdoptable(st, path, widest_mode); !s.ok()) {
+    CloseFd(fd);
+    return s;
+  }
+  if (st.st_size <= 0) {
     CloseFd(fd);
     return absl::FailedPreconditionError(
         absl::StrCat(path, " is not a non-empty regular file"));
@@ -162,9 +211,40 @@ absl::Status MappedFile::Sync() const {
 absl::StatusOr<DirectoryLock> DirectoryLock::Acquire(const std::string& dir) {
   const std::string path =
       (dir.empty() || dir.back() != '/' ? dir + "/" : dir) + "shmalloc.lock";
+  constexpr mode_t kLockMode = 0600;
   const int fd =
-      open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (fd < 0) return ErrnoError(errno, "open", path);
+      open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, kLockMode);
+  auto squatted = [&](const struct stat& st) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        path, " is not this daemon's lock file (", OwnershipText(st),
+        "; shmallocd runs as uid ", geteuid(),
+        " and needs a regular file it "
+        "owns with mode within ",
+        ModeText(kLockMode),
+        "): someone else may hold it to keep shmallocd from starting; remove "
+        "it (and check who made it)"));
+  };
+  if (fd < 0) {
+    const int error = errno;
+    // Another user's file in a sticky directory: EACCES (even for root with
+    // fs.protected_regular). Say whose it is instead of a bare errno.
+    struct stat st;
+    if (error == EACCES && lstat(path.c_str(), &st) == 0 &&
+        st.st_uid != geteuid()) {
+      return squatted(st);
+    }
+    return ErrnoError(error, "open", path);
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    const int error = errno;
+    CloseFd(fd);
+    return ErrnoError(error, "fstat", path);
+  }
+  if (!CheckAdoptable(st, path, kLockMode).ok()) {
+    CloseFd(fd);
+    return squatted(st);
+  }
   if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
     const int error = errno;
     CloseFd(fd);

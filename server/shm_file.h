@@ -43,10 +43,23 @@ class MappedFile {
   [[nodiscard]] static absl::StatusOr<MappedFile> Create(
       const std::string& path, uint64_t size, mode_t mode);
 
-  // Opens and maps an existing regular file without following a symlink.
-  // Returns NOT_FOUND, FAILED_PRECONDITION (a symlink, not a regular file, or
-  // empty), PERMISSION_DENIED, or another code from the errno.
-  [[nodiscard]] static absl::StatusOr<MappedFile> Open(const std::string& path);
+  // Opens and maps an existing regular file without following a symlink,
+  // adopting it only if this process could have made it: the shm directory
+  // is usually world-writable (/dev/shm), so anyone may have planted a file
+  // under a region's name, and mapping a file someone else can write would
+  // let them rewrite the daemon's allocator metadata under it. The opened fd
+  // is fstat-ed (no race with a rename) and must be a regular file owned by
+  // the effective uid, with exactly one link (a hard link could alias a file
+  // of someone else's choosing) and no permission bit outside `widest_mode`
+  // (the daemon passes 0600 for meta and session files, 0660 for data
+  // files; the default 0777 checks owner and links only, for tests and tools
+  // that open the daemon's files).
+  // Returns NOT_FOUND; PERMISSION_DENIED for a file refused by the checks
+  // above (the message names the path, its owner uid, its mode and link
+  // count) or by the OS; FAILED_PRECONDITION (a symlink, a directory, or an
+  // empty file); or another code from the errno.
+  [[nodiscard]] static absl::StatusOr<MappedFile> Open(
+      const std::string& path, mode_t widest_mode = 0777);
 
   MappedFile() = default;
   MappedFile(MappedFile&& other) noexcept;
@@ -81,8 +94,15 @@ class MappedFile {
 class DirectoryLock {
  public:
   // Creates the lock file if needed (mode 0600, never following a symlink)
-  // and locks it without waiting. FAILED_PRECONDITION when another process
-  // holds it; NOT_FOUND / PERMISSION_DENIED for the directory.
+  // and locks it without waiting. An existing lock file must be a regular
+  // file owned by the effective uid, with one link and mode within 0600:
+  // anything else may be squatted by another user (to hold the flock and
+  // keep the daemon from starting), so it is refused with a message saying
+  // to remove it, rather than failing as a vague "another process holds".
+  // Returns FAILED_PRECONDITION when another process holds it;
+  // PERMISSION_DENIED for a lock file that fails the checks (the message
+  // names its owner and mode); NOT_FOUND / PERMISSION_DENIED for the
+  // directory.
   [[nodiscard]] static absl::StatusOr<DirectoryLock> Acquire(
       const std::string& dir);
 

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/status_matchers.h"
@@ -122,6 +123,105 @@ TEST(ShmFileTest, DirectoryLockIsExclusiveUntilReleased) {
   SHMALLOC_EXPECT_OK(DirectoryLock::Acquire(dir.path()));
   EXPECT_THAT(DirectoryLock::Acquire(dir.File("nope")),
               StatusIs(absl::StatusCode::kNotFound));
+}
+
+// Files someone else could have planted in a shared shm directory.
+TEST(ShmFileTest, OpenRefusesAModeWiderThanAllowed) {
+  TempDir dir;
+  SHMALLOC_ASSERT_OK(MappedFile::Create(dir.File("f"), 4096, 0666));
+  const absl::StatusOr<MappedFile> meta = MappedFile::Open(dir.File("f"), 0600);
+  EXPECT_THAT(meta, StatusIs(absl::StatusCode::kPermissionDenied));
+  EXPECT_THAT(meta.status().message(), HasSubstr(dir.File("f")));
+  EXPECT_THAT(meta.status().message(), HasSubstr("mode 0666"));
+  EXPECT_THAT(meta.status().message(),
+              HasSubstr(absl::StrCat("uid ", geteuid())));
+  EXPECT_THAT(MappedFile::Open(dir.File("f"), 0660),
+              StatusIs(absl::StatusCode::kPermissionDenied));
+  // Exactly the allowed bits, or fewer, are accepted.
+  ASSERT_EQ(chmod(dir.File("f").c_str(), 0660), 0);
+  SHMALLOC_EXPECT_OK(MappedFile::Open(dir.File("f"), 0660));
+  EXPECT_THAT(MappedFile::Open(dir.File("f"), 0600),
+              StatusIs(absl::StatusCode::kPermissionDenied));
+  ASSERT_EQ(chmod(dir.File("f").c_str(), 0400), 0);
+  SHMALLOC_EXPECT_OK(MappedFile::Open(dir.File("f"), 0600));
+  // A setuid bit is outside any mode the daemon allows.
+  ASSERT_EQ(chmod(dir.File("f").c_str(), 04600), 0);
+  EXPECT_THAT(MappedFile::Open(dir.File("f"), 0600),
+              StatusIs(absl::StatusCode::kPermissionDenied));
+}
+
+TEST(ShmFileTest, OpenRefusesAHardLinkedFileByEitherName) {
+  TempDir dir;
+  SHMALLOC_ASSERT_OK(MappedFile::Create(dir.File("f"), 4096, 0600));
+  ASSERT_EQ(link(dir.File("f").c_str(), dir.File("g").c_str()), 0);
+  for (const char* name : {"f", "g"}) {
+    const absl::StatusOr<MappedFile> file =
+        MappedFile::Open(dir.File(name), 0600);
+    EXPECT_THAT(file, StatusIs(absl::StatusCode::kPermissionDenied)) << name;
+    EXPECT_THAT(file.status().message(), HasSubstr("2 links")) << name;
+  }
+  ASSERT_EQ(unlink(dir.File("g").c_str()), 0);
+  SHMALLOC_EXPECT_OK(MappedFile::Open(dir.File("f"), 0600));
+}
+
+TEST(ShmFileTest, OpenRefusesAFileOfAnotherUidAndAcceptsItsOwn) {
+  TempDir dir;
+  SHMALLOC_ASSERT_OK(MappedFile::Create(dir.File("f"), 4096, 0600));
+  // Our own file, mode within the limit, one link: adopted.
+  SHMALLOC_EXPECT_OK(MappedFile::Open(dir.File("f"), 0600));
+  SHMALLOC_EXPECT_OK(MappedFile::Open(dir.File("f")));
+  if (geteuid() == 0) {
+    // Only root can give a file away (CI runs as root). Root could also
+    // read and write it, which is exactly why ownership is checked.
+    ASSERT_EQ(chown(dir.File("f").c_str(), 65534, 65534), 0);
+    const absl::StatusOr<MappedFile> file =
+        MappedFile::Open(dir.File("f"), 0600);
+    EXPECT_THAT(file, StatusIs(absl::StatusCode::kPermissionDenied));
+    EXPECT_THAT(file.status().message(), HasSubstr("uid 65534"));
+    EXPECT_THAT(MappedFile::Open(dir.File("f")),
+                StatusIs(absl::StatusCode::kPermissionDenied));
+  } else {
+    // Not root: another uid's file cannot be made here; check instead
+    // that the owner check compares against the effective uid we run as.
+    struct stat st;
+    ASSERT_EQ(stat(dir.File("f").c_str(), &st), 0);
+    EXPECT_EQ(st.st_uid, geteuid());
+  }
+}
+
+TEST(ShmFileTest, OpenRefusesAFifoWithoutBlocking) {
+  TempDir dir;
+  ASSERT_EQ(mkfifo(dir.File("p").c_str(), 0600), 0);
+  EXPECT_THAT(MappedFile::Open(dir.File("p"), 0600),
+              StatusIs(absl::StatusCode::kPermissionDenied));
+}
+
+TEST(ShmFileTest, DirectoryLockRefusesASquattedLockFile) {
+  TempDir dir;
+  const std::string lock = dir.File("shmalloc.lock");
+  {
+    SHMALLOC_ASSERT_OK(MappedFile::Create(lock, 1, 0644));
+    const absl::StatusOr<DirectoryLock> acquired =
+        DirectoryLock::Acquire(dir.path());
+    EXPECT_THAT(acquired, StatusIs(absl::StatusCode::kPermissionDenied));
+    EXPECT_THAT(acquired.status().message(), HasSubstr("remove it"));
+    EXPECT_THAT(acquired.status().message(), HasSubstr("mode 0644"));
+  }
+  ASSERT_EQ(chmod(lock.c_str(), 0600), 0);
+  SHMALLOC_EXPECT_OK(DirectoryLock::Acquire(dir.path()));
+  if (geteuid() == 0) {
+    ASSERT_EQ(chown(lock.c_str(), 65534, 65534), 0);
+    const absl::StatusOr<DirectoryLock> acquired =
+        DirectoryLock::Acquire(dir.path());
+    EXPECT_THAT(acquired, StatusIs(absl::StatusCode::kPermissionDenied));
+    EXPECT_THAT(acquired.status().message(), HasSubstr("uid 65534"));
+    EXPECT_THAT(acquired.status().message(), HasSubstr("remove it"));
+  } else {
+    // The lock file a daemon creates itself is one it accepts again.
+    ASSERT_EQ(unlink(lock.c_str()), 0);
+    SHMALLOC_EXPECT_OK(DirectoryLock::Acquire(dir.path()));
+    EXPECT_EQ(ModeOf(lock) & 077, 0u);
+  }
 }
 
 TEST(ShmFileTest, CheckWritableDirectory) {
