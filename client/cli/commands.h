@@ -72,6 +72,10 @@ absl::Status RunMap(const std::vector<std::string>& positional,
 // ListAllocations, every page, grouped by client.
 absl::Status RunLeaks(const std::vector<std::string>& positional,
                       const Args& args, const GlobalOptions& global);
+// GetStats sampled over a duration, written as an HTML report or JSON.
+// Blocks SIGINT/SIGTERM like RunWatch (they end the sampling early).
+absl::Status RunProfile(const std::vector<std::string>& positional,
+                        const Args& args, const GlobalOptions& global);
 
 }  // namespace shmalloc::cli
 

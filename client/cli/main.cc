@@ -56,6 +56,9 @@ const std::vector<Command>& Commands() {
         {"page_size", true},
         {"json", false}},
        RunLeaks},
+      {{"profile"},
+       {{"duration", true}, {"interval", true}, {"out", true}, {"json", false}},
+       RunProfile},
   };
   return *commands;
 }
@@ -96,6 +99,13 @@ std::string Help() {
       "                                      live allocations by client, "
       "with ages; detached\n"
       "                                      allocations nobody freed\n"
+      "  profile [REGION] --duration=60s [--interval=1s] --out=FILE [--json]\n"
+      "                                      sample the daemon; write one "
+      "self-contained HTML\n"
+      "                                      report (charts, leak suspects, "
+      "pool/slab sizing\n"
+      "                                      advice), or the raw series with "
+      "--json\n"
       "\n"
       "global flags:\n"
       "  --socket=PATH   the daemon's socket or gRPC target (default: $",

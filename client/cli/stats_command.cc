@@ -8,7 +8,9 @@
 #include <atomic>
 #include <ctime>
 #include <iostream>
+#include <map>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "client/cli/commands.h"
@@ -21,6 +23,7 @@ namespace {
 constexpr char kClearScreen[] = "\x1b[H\x1b[2J";
 constexpr char kHideCursor[] = "\x1b[?25l";
 constexpr char kShowCursor[] = "\x1b[?25h";
+constexpr size_t kSparkSamples = 30;  // sparkline width in `watch`
 
 std::string RegionArg(const std::vector<std::string>& positional) {
   return positional.empty() ? std::string() : positional[0];
@@ -132,7 +135,20 @@ absl::Status RunWatch(const std::vector<std::string>& positional,
   if (*clear) std::cout << kHideCursor;
   uint64_t frames = 0;
   v1::Stats stats;
+  // Used bytes per region over the last kSparkSamples frames, for the
+  // sparkline; a region gone from a frame loses its history.
+  std::map<std::string, std::vector<uint64_t>> history;
   while (reader->Read(&stats)) {
+    std::map<std::string, std::vector<uint64_t>> next;
+    for (const v1::RegionStats& r : stats.regions()) {
+      std::vector<uint64_t>& h = next[r.name()];
+      if (auto it = history.find(r.name()); it != history.end()) {
+        h = std::move(it->second);
+      }
+      h.push_back(r.used_bytes());
+      if (h.size() > kSparkSamples) h.erase(h.begin());
+    }
+    history = std::move(next);
     if (*json) {
       std::cout << StatsToJson(stats, /*pretty=*/false);
     } else {
@@ -142,7 +158,8 @@ absl::Status RunWatch(const std::vector<std::string>& positional,
         std::cout << "\n";
       }
       std::cout << FormatWatchFrame(stats, connection.target(),
-                                    static_cast<int>(*interval), bar_width);
+                                    static_cast<int>(*interval), bar_width,
+                                    history);
     }
     std::cout << std::flush;
     if (*count != 0 && ++frames >= *count) {

@@ -8,6 +8,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "client/cli/json_writer.h"
+#include "client/cli/profile_report.h"
 #include "client/cli/table.h"
 #include "client/cli/units.h"
 #include "shmalloc/types.h"
@@ -268,8 +269,10 @@ std::string StatsToJson(const v1::Stats& s, bool pretty) {
   return w.str() + "\n";
 }
 
-std::string FormatWatchFrame(const v1::Stats& s, const std::string& target,
-                             int interval_ms, int bar_width) {
+std::string FormatWatchFrame(
+    const v1::Stats& s, const std::string& target, int interval_ms,
+    int bar_width,
+    const std::map<std::string, std::vector<uint64_t>>& used_history) {
   std::string out =
       absl::StrCat("shmalloc watch  ", target, "  every ", interval_ms,
                    " ms  (Ctrl-C to quit)\n", Summary(s), "\n");
@@ -294,6 +297,11 @@ std::string FormatWatchFrame(const v1::Stats& s, const std::string& target,
         static_cast<int>(name_width), "", StrategyText(r.strategy()),
         r.fragmentation(), r.live_allocations(), r.sessions_size(),
         FormatBytes(r.peak_used_bytes()), r.failed_allocations());
+    if (auto it = used_history.find(r.name()); it != used_history.end()) {
+      absl::StrAppendFormat(&out, "%-*s  used %s  (last %d samples)\n",
+                            static_cast<int>(name_width), "",
+                            Sparkline(it->second), it->second.size());
+    }
   }
   return out;
 }

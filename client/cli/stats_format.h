@@ -12,7 +12,9 @@
 #ifndef CLIENT_CLI_STATS_FORMAT_H_
 #define CLIENT_CLI_STATS_FORMAT_H_
 
+#include <map>
 #include <string>
+#include <vector>
 
 #include "shmalloc/v1/shmalloc.pb.h"
 
@@ -36,9 +38,13 @@ std::string FormatRegionDetail(const v1::Stats& stats);
 std::string StatsToJson(const v1::Stats& stats, bool pretty = true);
 
 // One frame of `shmalloc watch`: per region a used/free bar `bar_width`
-// characters wide, fragmentation, live allocations and sessions.
-std::string FormatWatchFrame(const v1::Stats& stats, const std::string& target,
-                             int interval_ms, int bar_width);
+// characters wide, fragmentation, live allocations and sessions, and, for a
+// region in `used_history` (its used bytes over the last samples, oldest
+// first), a sparkline of them.
+std::string FormatWatchFrame(
+    const v1::Stats& stats, const std::string& target, int interval_ms,
+    int bar_width,
+    const std::map<std::string, std::vector<uint64_t>>& used_history = {});
 
 }  // namespace shmalloc::cli
 

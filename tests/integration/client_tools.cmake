@@ -35,3 +35,11 @@ shmalloc_cc_test(NAME map_leaks_test SRCS ${_dir}/map_leaks_test.cc
 add_dependencies(map_leaks_test shmallocd shmalloc)
 target_compile_definitions(map_leaks_test PRIVATE
   SHMALLOC_CLI_PATH="$<TARGET_FILE:shmalloc>")
+
+# `shmalloc profile`: the HTML report after a scripted workload.
+shmalloc_cc_test(NAME profile_test SRCS ${_dir}/profile_test.cc
+  DEPS shmalloc_daemon_process shmalloc_subprocess GTest::gtest_main
+  LABELS integration TIMEOUT 180)
+add_dependencies(profile_test shmallocd shmalloc)
+target_compile_definitions(profile_test PRIVATE
+  SHMALLOC_CLI_PATH="$<TARGET_FILE:shmalloc>")
