@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -100,6 +101,48 @@ void UndoLog::Begin() {
   SHMALLOC_CHECK(!open_) << "nested transaction";
   SHMALLOC_CHECK(length() == 0) << "transaction begun over an unrecovered log";
   open_ = true;
+  if (++stamp_ == 0) {  // wrapped: old stamps could match again
+    std::fill(slot_stamp_.begin(), slot_stamp_.end(), 0);
+    stamp_ = 1;
+  }
+}
+
+bool UndoLog::Seen(uint64_t offset) {
+  // Keep the table at most half full (the log's length is its population).
+  if (2 * (length() + 1) > slot_offset_.size()) Grow(2 * (length() + 1));
+  const uint64_t mask = slot_offset_.size() - 1;
+  // Offsets are multiples of 8 and mostly dense: a multiplicative hash
+  // spreads neighbouring words over the table.
+  for (uint64_t i = ((offset >> 3) * 0x9e3779b97f4a7c15ULL) >> 20;; ++i) {
+    i &= mask;
+    if (slot_stamp_[i] != stamp_) {
+      slot_stamp_[i] = stamp_;
+      slot_offset_[i] = offset;
+      return false;
+    }
+    if (slot_offset_[i] == offset) return true;
+  }
+}
+
+void UndoLog::Grow(uint64_t want) {
+  uint64_t size = 64;
+  while (size < 2 * want) size *= 2;
+  slot_offset_.assign(size, 0);
+  slot_stamp_.assign(size, 0);
+  stamp_ = 1;
+  const uint64_t mask = size - 1;
+  const UndoLogEntry* e = entries();
+  for (uint64_t n = length(), j = 0; j < n; ++j) {
+    for (uint64_t i = ((e[j].offset >> 3) * 0x9e3779b97f4a7c15ULL) >> 20;;
+         ++i) {
+      i &= mask;
+      if (slot_stamp_[i] != stamp_) {
+        slot_stamp_[i] = stamp_;
+        slot_offset_[i] = e[j].offset;
+        break;
+      }
+    }
+  }
 }
 
 void UndoLog::TouchSlow(const void* addr) {
@@ -114,7 +157,7 @@ void UndoLog::TouchSlow(const void* addr) {
   SHMALLOC_CHECK(word + 8 <= area_.data() ||
                  word >= area_.data() + area_.size())
       << "undo log: a store into the log itself";
-  if (!logged_.insert(offset).second) return;
+  if (Seen(offset)) return;
   UndoLogHeader* h = header();
   const uint64_t n = h->length.load(std::memory_order_relaxed);
   SHMALLOC_CHECK(n < h->capacity)
@@ -150,7 +193,6 @@ void UndoLog::Commit() {
   Fence();
   ++h->committed;
   open_ = false;
-  logged_.clear();
   CrashPoint();
 }
 
@@ -158,7 +200,6 @@ void UndoLog::Abort() {
   SHMALLOC_CHECK(open_) << "Abort without Begin";
   Undo(length());
   open_ = false;
-  logged_.clear();
 }
 
 void UndoLog::Undo(uint64_t n) {

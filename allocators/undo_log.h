@@ -45,8 +45,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <vector>
 
-#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
@@ -152,11 +152,22 @@ class UndoLog {
   void TouchSlow(const void* addr);
   // Writes entries [0, n) back, newest first, then publishes length 0.
   void Undo(uint64_t n);
+  // Returns true when `offset` was already logged in this transaction, and
+  // remembers it otherwise.
+  bool Seen(uint64_t offset);
+  // Rebuilds the filter for at least `want` offsets from the log itself.
+  void Grow(uint64_t want);
 
   std::span<std::byte> base_;
   std::span<std::byte> area_;
   bool open_ = false;
-  absl::flat_hash_set<uint64_t> logged_;  // offsets logged in this transaction
+  // The offsets this transaction logged, as an open-addressing table whose
+  // slots count only when their stamp is the transaction's: starting a
+  // transaction costs one increment, not a clear (a hash set's clear frees
+  // and regrows its table every big batch, which dominated the batch path).
+  std::vector<uint64_t> slot_offset_;
+  std::vector<uint32_t> slot_stamp_;
+  uint32_t stamp_ = 0;
 };
 
 // Runs `op` as one transaction on `log` (null: no logging): commits when it

@@ -1,8 +1,9 @@
 // StableHash64: a 64-bit hash of bytes that is the same in every process and
 // every build (unlike absl::Hash, which is seeded per process), for values
-// persisted in files: request ids, session token hashes. Not cryptographic;
-// used where the input is either chosen by its owner (request ids) or a
-// 128-bit random secret (tokens), never to resist a chosen collision.
+// persisted in files: AIP-155 request ids. Not cryptographic: the input is
+// chosen by the session that owns the record, so a collision can only hurt
+// that session. (Session tokens are hashed with SHA-256 instead:
+// server/session_store.h.)
 //
 // Thread-safety: a pure function.
 #ifndef COMMON_STABLE_HASH_H_

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs every build, test and benchmark dependency of shmalloc from Debian 12
 # packages. Idempotent: when everything is present it only checks and returns.
-#   sudo deploy/install-deps.sh            # build + test + bench deps
+#   deploy/install-deps.sh                 # build + test + bench deps (uses sudo when not root)
 #   SHMALLOC_DEPS=core deploy/install-deps.sh      # build + unit tests, no bench peers
 #   SHMALLOC_DEPS=runtime deploy/install-deps.sh   # only what the binaries need to run
 #   SHMALLOC_DEPS=fuzz deploy/install-deps.sh      # build deps + clang-14, libFuzzer and

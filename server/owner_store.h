@@ -135,6 +135,16 @@ class OwnerStore {
   // Returns every live record as (offset, info), ordered by offset.
   std::vector<std::pair<uint64_t, OwnerInfo>> All() const;
 
+  // Calls fn(offset, size_bytes) for every live record, in array order
+  // (no copy, no sort: what Open's cross-check of 10^6 records needs).
+  template <typename Fn>
+  void ForEach(Fn&& fn) const {
+    const OwnerRecord* r = records();
+    for (uint64_t i = 0, n = header()->carved; i < n; ++i) {
+      if ((r[i].flags & kOwnerInUse) != 0) fn(r[i].offset, r[i].size_bytes);
+    }
+  }
+
   // Returns the totals of `session_id`, and of every session with records.
   SessionShare Share(uint64_t session_id) const;
   std::vector<std::pair<uint64_t, SessionShare>> Shares() const;

@@ -345,10 +345,12 @@ absl::StatusOr<std::unique_ptr<Region>> Region::Open(const std::string& shm_dir,
   }
   const auto* header = reinterpret_cast<const RegionMetaHeader*>(meta.data());
   if (header->magic == 0x314d474552534853ULL) {  // SHSREGM1
-    return Corrupt(meta_path,
-                   "region meta layout version 1 (before owner records and "
-                   "the undo log); this build reads version 2 and does not "
-                   "migrate: delete the region with force and create it again");
+    return Corrupt(
+        meta_path,
+        "region meta layout version 1 (before owner records and "
+        "the undo log); this build reads version 2 and does not "
+        "migrate: ResetRegion(force) re-creates it with the same geometry "
+        "(its contents are lost), DeleteRegion(force) removes it");
   }
   if (header->magic != kRegionMetaMagic ||
       header->layout_version != kRegionMetaLayoutVersion) {
@@ -445,13 +447,20 @@ absl::Status Region::Attach() {
           absl::StrCat("owner records (", owners_->live(),
                        ") do not match live allocations (", live, ")"));
     }
-    for (const auto& [offset, info] : owners_->All()) {
+    uint64_t bad_offset = 0;
+    bool bad = false;
+    owners_->ForEach([&](uint64_t offset, uint64_t size_bytes) {
+      if (bad) return;
       absl::StatusOr<uint64_t> size = allocator_->SizeOf(offset);
-      if (!size.ok() || *size != info.size_bytes) {
-        return Corrupt(meta_path,
-                       absl::StrCat("owner record of offset ", offset,
-                                    " names no live allocation"));
+      if (!size.ok() || *size != size_bytes) {
+        bad = true;
+        bad_offset = offset;
       }
+    });
+    if (bad) {
+      return Corrupt(meta_path,
+                     absl::StrCat("owner record of offset ", bad_offset,
+                                  " names no live allocation"));
     }
   }
   PublishSegment();

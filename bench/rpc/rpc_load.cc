@@ -188,7 +188,7 @@ struct PhaseResult {
   std::string name;
   int threads = 0;
   uint64_t calls = 0;
-  uint64_t items = 0;     // offsets or values moved (batch phases)
+  uint64_t items = 0;  // offsets or values moved (batch phases)
   uint64_t errors = 0;
   double wall_s = 0;
   double client_cpu_ns = 0;
@@ -210,8 +210,7 @@ using Op = std::function<uint64_t(std::vector<double>& lat,
 
 // Runs `make_op(thread)`'s op on `threads` threads for `seconds`.
 PhaseResult RunPhase(const std::string& name, int threads, double seconds,
-                     pid_t server_pid,
-                     const std::function<Op(int)>& make_op) {
+                     pid_t server_pid, const std::function<Op(int)>& make_op) {
   std::vector<Op> ops;
   for (int t = 0; t < threads; ++t) ops.push_back(make_op(t));
   PhaseResult r;
@@ -254,8 +253,7 @@ PhaseResult RunPhase(const std::string& name, int threads, double seconds,
     r.items += items[t];
     r.errors += errors[t];
     r.latency_us.insert(r.latency_us.end(), lat[t].begin(), lat[t].end());
-    r.free_us.insert(r.free_us.end(), lat_free[t].begin(),
-                     lat_free[t].end());
+    r.free_us.insert(r.free_us.end(), lat_free[t].begin(), lat_free[t].end());
   }
   std::sort(r.latency_us.begin(), r.latency_us.end());
   std::sort(r.free_us.begin(), r.free_us.end());
@@ -342,8 +340,7 @@ int main(int argc, char** argv) {
   create.set_name(region);
   create.set_strategy(strategy == "free_list" ? v1::STRATEGY_FREE_LIST
                                               : v1::STRATEGY_POOL);
-  create.set_size_bytes(uint64_t(max_threads) * batch * block * 4 +
-                        (16 << 20));
+  create.set_size_bytes(uint64_t(max_threads) * batch * block * 4 + (16 << 20));
   if (strategy != "free_list") create.set_block_size(block);
   if (auto r = shmalloc::testing::CreateRegion(*admin, create); !r.ok()) {
     std::fprintf(stderr, "CreateRegion: %s\n", r.status().ToString().c_str());
@@ -356,7 +353,8 @@ int main(int argc, char** argv) {
 
   std::printf(
       "rpc_load: target %s (pid %d), echo %s (pid %d), region %s %s "
-      "%" PRIu64 " B blocks, batch %u, %.1f s per phase, %ld cores, "
+      "%" PRIu64
+      " B blocks, batch %u, %.1f s per phase, %ld cores, "
       "load %s\n",
       target.c_str(), int(daemon_pid), echo.target().c_str(), int(echo.pid()),
       region.c_str(), strategy.c_str(), block, batch, seconds,
@@ -366,10 +364,9 @@ int main(int argc, char** argv) {
         std::getline(in, l);
         return l.c_str();
       }());
-  std::printf(
-      "\n%-22s %2s %10s %-7s %8s %8s %8s %9s %9s %10s %8s\n", "phase", "th",
-      "rate", "per s", "p50 us", "p99 us", "p99.9 us", "cli CPU", "srv CPU",
-      "srv ns/item", "errors");
+  std::printf("\n%-22s %2s %10s %-7s %8s %8s %8s %9s %9s %10s %8s\n", "phase",
+              "th", "rate", "per s", "p50 us", "p99 us", "p99.9 us", "cli CPU",
+              "srv CPU", "srv ns/item", "errors");
   std::printf("%-22s %2s %10s %-7s %8s %8s %8s %9s %9s %10s %8s\n", "", "", "",
               "", "", "", "", "us/call", "us/call", "", "");
 
@@ -389,10 +386,11 @@ int main(int argc, char** argv) {
       ev1::EchoResponse a;
       echo_stubs[t]->Echo(&c, q, &a).ok();
     }
-    results.push_back(RunPhase(
-        "echo unary", threads, seconds, echo.pid(), [&](int t) -> Op {
+    results.push_back(
+        RunPhase("echo unary", threads, seconds, echo.pid(), [&](int t) -> Op {
           return [stub = echo_stubs[t].get()](std::vector<double>& lat,
-                                              std::vector<double>&, bool& ok) -> uint64_t {
+                                              std::vector<double>&,
+                                              bool& ok) -> uint64_t {
             grpc::ClientContext c;
             Deadline(c);
             ev1::EchoRequest q;
@@ -406,8 +404,7 @@ int main(int argc, char** argv) {
         }));
     PrintRow(results.back(), "calls");
     results.push_back(RunPhase(
-        "allocate+free (pair)", threads, seconds, daemon_pid,
-        [&](int t) -> Op {
+        "allocate+free (pair)", threads, seconds, daemon_pid, [&](int t) -> Op {
           return [&, stub = stubs[t].get()](std::vector<double>& lat,
                                             std::vector<double>& lat_free,
                                             bool& ok) -> uint64_t {
@@ -456,63 +453,65 @@ int main(int argc, char** argv) {
           };
         }));
     PrintRow(results.back(), "values");
-    results.push_back(RunPhase(
-        absl::StrCat("batch alloc ", batch, "+free"), threads, seconds,
-        daemon_pid, [&](int t) -> Op {
-          return [&, stub = stubs[t].get()](std::vector<double>& lat,
+    results.push_back(RunPhase(absl::StrCat("batch alloc ", batch, "+free"),
+                               threads, seconds, daemon_pid, [&](int t) -> Op {
+                                 return [&, stub = stubs[t].get()](
+                                            std::vector<double>& lat,
                                             std::vector<double>& lat_free,
                                             bool& ok) -> uint64_t {
-            grpc::ClientContext c;
-            Deadline(c);
-            v1::AllocateRequest q;
-            q.set_session_id(session_id);
-            q.set_session_token(session_token);
-            q.set_region(region);
-            q.set_size_bytes(block);
-            q.set_count(batch);
-            v1::AllocateResponse a;
-            const auto t0 = Clock::now();
-            ok = stub->Allocate(&c, q, &a).ok() &&
-                 a.extents_size() == int(batch);
-            lat.push_back(UsSince(t0));
-            if (a.extents_size() == 0) return 0;
-            grpc::ClientContext fc;
-            Deadline(fc);
-            v1::FreeRequest fq;
-            fq.set_session_id(session_id);
-            fq.set_session_token(session_token);
-            fq.set_region(region);
-            for (const v1::Extent& e : a.extents()) fq.add_offsets(e.offset());
-            v1::FreeResponse fa;
-            const auto f0 = Clock::now();
-            ok = stub->Free(&fc, fq, &fa).ok() && ok;
-            lat_free.push_back(UsSince(f0));
-            return ok ? batch : 0;
-          };
-        }));
+                                   grpc::ClientContext c;
+                                   Deadline(c);
+                                   v1::AllocateRequest q;
+                                   q.set_session_id(session_id);
+                                   q.set_session_token(session_token);
+                                   q.set_region(region);
+                                   q.set_size_bytes(block);
+                                   q.set_count(batch);
+                                   v1::AllocateResponse a;
+                                   const auto t0 = Clock::now();
+                                   ok = stub->Allocate(&c, q, &a).ok() &&
+                                        a.extents_size() == int(batch);
+                                   lat.push_back(UsSince(t0));
+                                   if (a.extents_size() == 0) return 0;
+                                   grpc::ClientContext fc;
+                                   Deadline(fc);
+                                   v1::FreeRequest fq;
+                                   fq.set_session_id(session_id);
+                                   fq.set_session_token(session_token);
+                                   fq.set_region(region);
+                                   for (const v1::Extent& e : a.extents())
+                                     fq.add_offsets(e.offset());
+                                   v1::FreeResponse fa;
+                                   const auto f0 = Clock::now();
+                                   ok = stub->Free(&fc, fq, &fa).ok() && ok;
+                                   lat_free.push_back(UsSince(f0));
+                                   return ok ? batch : 0;
+                                 };
+                               }));
     PrintRow(results.back(), "offsets");
   }
 
   // Summary: ratios against the targets of issue 3, per thread count.
-  std::printf("\nsummary (targets: allocate p50 / echo p50 <= 1.30; "
-              "batch >= 3,000,000 offsets/s)\n");
+  std::printf(
+      "\nsummary (targets: allocate p50 / echo p50 <= 1.30; "
+      "batch >= 3,000,000 offsets/s)\n");
   std::printf("%2s %9s %9s %7s %9s %13s %13s %12s %12s %11s %9s\n", "th",
               "alloc p50", "echo p50", "ratio", "free p50", "batch off/s",
               "echo val/s", "b.alloc p50", "b.free p50", "srv ns/off",
               "srv CPU x");
-  std::printf("%2s %9s %9s %7s %9s %13s %13s %12s %12s %11s %9s\n", "",
-              "us", "us", "", "us", "(alloc+free)", "", "us", "us",
-              "(batch)", "(unary)");
+  std::printf("%2s %9s %9s %7s %9s %13s %13s %12s %12s %11s %9s\n", "", "us",
+              "us", "", "us", "(alloc+free)", "", "us", "us", "(batch)",
+              "(unary)");
   for (size_t i = 0; i + 3 < results.size(); i += 4) {
     const PhaseResult& e = results[i];
     const PhaseResult& p = results[i + 1];
     const PhaseResult& ev = results[i + 2];
     const PhaseResult& b = results[i + 3];
     // Server CPU per unary call, allocate pair (2 calls) vs echo (1 call).
-    const double srv_ratio =
-        e.server_cpu_ns > 0 ? (p.server_cpu_ns / double(2 * p.calls)) /
-                                  (e.server_cpu_ns / double(e.calls))
-                            : 0;
+    const double srv_ratio = e.server_cpu_ns > 0
+                                 ? (p.server_cpu_ns / double(2 * p.calls)) /
+                                       (e.server_cpu_ns / double(e.calls))
+                                 : 0;
     std::printf(
         "%2d %9.1f %9.1f %7.2f %9.1f %13.0f %13.0f %12.1f %12.1f %11.1f "
         "%9.2f\n",
