@@ -449,9 +449,12 @@ absl::Status Region::Attach() {
     }
     uint64_t bad_offset = 0;
     bool bad = false;
+    // A plain pointer: the lambda runs under mu_, which the analysis cannot
+    // see through it.
+    const OffsetAllocator* allocator_view = allocator_.get();
     owners_->ForEach([&](uint64_t offset, uint64_t size_bytes) {
       if (bad) return;
-      absl::StatusOr<uint64_t> size = allocator_->SizeOf(offset);
+      absl::StatusOr<uint64_t> size = allocator_view->SizeOf(offset);
       if (!size.ok() || *size != size_bytes) {
         bad = true;
         bad_offset = offset;

@@ -70,9 +70,8 @@ std::string ModeText(mode_t mode) {
 
 // "owner uid 1000, mode 0666, 2 links": what a refusal is about.
 std::string OwnershipText(const struct stat& st) {
-  return absl::StrCat("owner uid ", st.st_uid, ", mode ",
-                      ModeText(st.st_mode), ", ", st.st_nlink,
-                      st.st_nlink == 1 ? " link" : " links");
+  return absl::StrCat("owner uid ", st.st_uid, ", mode ", ModeText(st.st_mode),
+                      ", ", st.st_nlink, st.st_nlink == 1 ? " link" : " links");
 }
 
 // OK when the file `st` describes is one this process could have made

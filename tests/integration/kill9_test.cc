@@ -14,8 +14,8 @@
 // the acknowledged ones. At the end the clients close their sessions and only
 // the detached allocations stay.
 //
-// SHMALLOC_ROUNDS (default 40, about 30-60 s) and SHMALLOC_SEED (default: random) override;
-// both are printed.
+// SHMALLOC_ROUNDS (default 40, about 30-60 s) and SHMALLOC_SEED (default:
+// random) override; both are printed.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>

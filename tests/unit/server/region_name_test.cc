@@ -44,10 +44,8 @@ TEST(RegionNameTest, FileNamesFollowTheLayout) {
 }
 
 TEST(RegionNameTest, FileNamesRoundTrip) {
-  EXPECT_THAT(RegionNameFromFile(DataFileName("a.b-c")),
-              Optional(Eq("a.b-c")));
-  EXPECT_THAT(RegionNameFromFile(MetaFileName("a.b-c")),
-              Optional(Eq("a.b-c")));
+  EXPECT_THAT(RegionNameFromFile(DataFileName("a.b-c")), Optional(Eq("a.b-c")));
+  EXPECT_THAT(RegionNameFromFile(MetaFileName("a.b-c")), Optional(Eq("a.b-c")));
 }
 
 TEST(RegionNameTest, OtherFilesAreNotRegions) {
