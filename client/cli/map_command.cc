@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "client/cli/commands.h"
+#include "client/cli/markup.h"
 #include "client/cli/stats_format.h"
 #include "client/cli/units.h"
 #include "client/connection.h"
@@ -143,32 +144,6 @@ std::string RenderTerminal(const v1::RegionMap& map, bool ansi) {
                     absl::StrFormat("  <= %10s  %-40s %d\n",
                                     FormatBytes(uint64_t{1} << h.log2_upper()),
                                     std::string(bar, '#'), h.count()));
-  }
-  return out;
-}
-
-std::string XmlEscape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      default:
-        // XML 1.0 forbids most control characters, even escaped.
-        out += (static_cast<unsigned char>(c) < 0x20 && c != '\n' && c != '\t')
-                   ? '?'
-                   : c;
-    }
   }
   return out;
 }

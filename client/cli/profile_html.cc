@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "client/cli/markup.h"
 #include "client/cli/profile_report.h"
 #include "client/cli/stats_format.h"
 #include "client/cli/units.h"
@@ -25,28 +26,7 @@ constexpr double kW = 720, kH = 220, kLeft = 80, kRight = 16, kTop = 28,
                  kBottom = 30;
 constexpr size_t kOldestRows = 20;
 
-std::string Esc(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      default:
-        out += c;
-    }
-  }
-  return out;
-}
+std::string Esc(const std::string& s) { return XmlEscape(s); }
 
 struct Line {
   explicit Line(std::string n) : name(std::move(n)) {}
