@@ -176,6 +176,17 @@ class OffsetAllocator {
   // Returns a snapshot of the figures above.
   virtual AllocatorStats Stats() const = 0;
 
+  // True when the metadata predates the counters Stats() now reads in O(1)
+  // (a Pool of layout 1, a FreeList without its largest-free word): Stats()
+  // then walks the metadata as it used to, until UpgradeCounters() runs.
+  virtual bool NeedsCounterUpgrade() const { return false; }
+
+  // Computes the O(1) counters by one walk of the metadata and stores them
+  // (each store logged through the undo log, so run it in a transaction:
+  // a crash rolls it back and the next Open does it again). No-op when
+  // NeedsCounterUpgrade() is false. REQUIRES: no concurrent Allocate/Free.
+  virtual void UpgradeCounters() {}
+
   // Returns OK when the metadata satisfies every invariant of the strategy,
   // otherwise INTERNAL (or DATA_LOSS for a bad header) naming the broken one.
   // REQUIRES: no concurrent Allocate/Free. O(metadata size).

@@ -81,6 +81,46 @@ void FreeList::InsertInBin(uint32_t n) {
   }
   Touch(&control_->free_extents);
   ++control_->free_extents;
+  if (NeedsCounterUpgrade()) return;
+  if (node.size > control_->largest_free) {
+    Touch(&control_->largest_free);
+    control_->largest_free = node.size;
+    largest_stale_ = false;
+  } else if (node.size == control_->largest_free) {
+    largest_stale_ = false;  // another extent of the largest size
+  }
+}
+
+uint64_t FreeList::ScanLargestFree() const {
+  const Control& c = *control_;
+  uint64_t largest = 0;
+  if (c.fl_bitmap != 0) {
+    const uint32_t fl = 63 - std::countl_zero(c.fl_bitmap);
+    const uint32_t sl = 31 - std::countl_zero(c.sl_bitmap[fl]);
+    for (uint32_t n = c.bin_head[fl][sl]; n != kNil; n = nodes_[n].link_next) {
+      largest = std::max(largest, nodes_[n].size);
+    }
+  }
+  return largest;
+}
+
+void FreeList::SettleLargestFree() {
+  if (!largest_stale_) return;
+  largest_stale_ = false;
+  if (NeedsCounterUpgrade()) return;
+  const uint64_t largest = ScanLargestFree();
+  if (largest != control_->largest_free) {
+    Touch(&control_->largest_free);
+    control_->largest_free = largest;
+  }
+}
+
+void FreeList::UpgradeCounters() {
+  if (!NeedsCounterUpgrade()) return;
+  Touch(&control_->largest_free);
+  control_->largest_free = ScanLargestFree();
+  Touch(&control_->counters_version);
+  control_->counters_version = free_list_internal::kFreeListCountersVersion;
 }
 
 void FreeList::RemoveFromBin(uint32_t n) {
@@ -110,6 +150,7 @@ void FreeList::RemoveFromBin(uint32_t n) {
   node.link_next = kNil;
   Touch(&control_->free_extents);
   --control_->free_extents;
+  if (node.size == control_->largest_free) largest_stale_ = true;
 }
 
 uint32_t FreeList::FindFit(uint64_t size, uint64_t alignment) const {
@@ -257,6 +298,7 @@ absl::StatusOr<Extent> FreeList::Allocate(uint64_t size, uint64_t alignment) {
     Touch(&c.peak_used_bytes);
     c.peak_used_bytes = c.used_bytes;
   }
+  SettleLargestFree();
   return Extent{start, take};
 }
 
@@ -311,6 +353,7 @@ absl::Status FreeList::Free(uint64_t offset) {
     PushUnused(next);
   }
   InsertInBin(n);
+  SettleLargestFree();  // the merged extent came back: never a scan
   return absl::OkStatus();
 }
 
@@ -336,14 +379,10 @@ AllocatorStats FreeList::Stats() const {
   stats.live_allocations = c.live_allocations;
   stats.peak_used_bytes = c.peak_used_bytes;
   stats.failed_allocations = c.failed_allocations;
-  if (c.fl_bitmap != 0) {
-    const uint32_t fl = 63 - std::countl_zero(c.fl_bitmap);
-    const uint32_t sl = 31 - std::countl_zero(c.sl_bitmap[fl]);
-    for (uint32_t n = c.bin_head[fl][sl]; n != kNil; n = nodes_[n].link_next) {
-      stats.largest_free_bytes =
-          std::max(stats.largest_free_bytes, nodes_[n].size);
-    }
-  }
+  stats.largest_free_bytes =
+      NeedsCounterUpgrade()
+          ? ScanLargestFree()
+          : std::min(c.largest_free, stats.free_bytes);  // O(1)
   FillFragmentation(stats);
   return stats;
 }

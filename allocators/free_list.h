@@ -49,7 +49,15 @@
 //     chains hold exactly the live nodes; 2^hash_bits == hash_slots;
 //   used_bytes == sum of size over kLive; requested_bytes == sum of
 //     (size - slack) over kLive; live_allocations == #kLive;
-//   peak_used_bytes >= used_bytes; slack < 2 * kGranule.
+//   peak_used_bytes >= used_bytes; slack < 2 * kGranule;
+//   largest_free == max size over kFree (0 when none), when kept
+//     (counters_version == kFreeListCountersVersion).
+//
+// largest_free: an insert into a bin raises it; removing a node of that size
+// marks it stale for the rest of the operation; an insert of at least the
+// old size makes it exact again (a Free's merged extent always does), else
+// the operation ends by walking the highest non-empty bin (only an Allocate
+// that took the largest extent does, and FindFit already reads that bin).
 //
 // Crash atomicity: Allocate and Free Touch() every metadata word before they
 // store to it, so with an undo log set (set_undo_log) and a transaction open
@@ -135,12 +143,23 @@ struct FreeListControl {
   uint32_t hash_bits;            // log2(hash_slots)
   uint32_t sl_bitmap[kFlCount];  // bit s set <=> bin_head[f][s] != kNil
   uint32_t bin_head[kFlCount][kSlCount];  // first kFree node per bin or kNil
+  // Added in the padding before the node table (files made before them hold
+  // zeros there): the size of the largest kFree node, kept by every
+  // Allocate/Free so Stats() is O(1); valid when counters_version is
+  // kFreeListCountersVersion, 0 = not kept yet (Stats() walks the top bin
+  // until UpgradeCounters()).
+  uint64_t largest_free;
+  uint64_t counters_version;
+  uint64_t reserved;  // zero
 };
-static_assert(sizeof(FreeListControl) == 4456);
+inline constexpr uint64_t kFreeListCountersVersion = 1;
+static_assert(sizeof(FreeListControl) == 4480);
+static_assert(offsetof(FreeListControl, largest_free) == 4456);
 static_assert(offsetof(FreeListControl, head_node) == 88);
 static_assert(offsetof(FreeListControl, sl_bitmap) == 104);
 static_assert(offsetof(FreeListControl, bin_head) == 360);
-static_assert(sizeof(MetaHeader) + sizeof(FreeListControl) <= 4544);
+// The node table stays where files made before largest_free put it.
+static_assert(sizeof(MetaHeader) + sizeof(FreeListControl) == 4544);
 
 inline constexpr uint64_t kControlOffset = sizeof(MetaHeader);
 
@@ -184,7 +203,8 @@ class FreeList final : public OffsetAllocator {
   //   head of p's new bin, its bin_head and sl_bitmap words (3); fl_bitmap,
   //   free_extents, unused_head (3); used, requested, live (3): 30.
   //   A failing Allocate: 1 (failed_allocations).
-  static constexpr uint64_t kMaxLoggedWordsPerOp = 34;
+  //   Both: + largest_free (1).
+  static constexpr uint64_t kMaxLoggedWordsPerOp = 35;
 
   // Returns the metadata bytes `options` needs (layout above): about
   // 48 B per extent descriptor. INVALID_ARGUMENT for a bad range, a
@@ -238,9 +258,18 @@ class FreeList final : public OffsetAllocator {
   // comment). Not thread-safe.
   void Reset() override;
 
-  // Returns a snapshot; largest_free_bytes is exact (a scan of the highest
-  // non-empty bin). Not thread-safe against Allocate/Free.
+  // Returns a snapshot; O(1) (largest_free_bytes is kept in the metadata;
+  // metadata from before it: a scan of the highest non-empty bin until
+  // UpgradeCounters). Not thread-safe against Allocate/Free.
   AllocatorStats Stats() const override;
+
+  bool NeedsCounterUpgrade() const override {
+    return control_->counters_version !=
+           free_list_internal::kFreeListCountersVersion;
+  }
+  // Stores largest_free from one scan of the top bin, then counters_version
+  // (both Touch()ed). Not thread-safe against Allocate/Free.
+  void UpgradeCounters() override;
 
   // Returns OK when every invariant in the header comment holds, otherwise
   // INTERNAL naming the first broken one (DATA_LOSS for a bad header).
@@ -266,6 +295,10 @@ class FreeList final : public OffsetAllocator {
   void Format();
   void InsertInBin(uint32_t n);
   void RemoveFromBin(uint32_t n);
+  // The largest kFree size, by a scan of the highest non-empty bin.
+  uint64_t ScanLargestFree() const;
+  // Makes largest_free exact again after an operation that left it stale.
+  void SettleLargestFree();
   uint32_t PopUnused();
   void PushUnused(uint32_t n);
   // Returns the node whose free extent will hold `size` at `alignment`, or
@@ -292,6 +325,9 @@ class FreeList final : public OffsetAllocator {
   uint64_t max_extents_;
   uint64_t hash_mask_;   // 2^hash_bits - 1
   uint32_t hash_shift_;  // 64 - hash_bits
+  // Within one Allocate/Free: the node holding largest_free left the bins
+  // and no node of at least that size has come back yet.
+  bool largest_stale_ = false;
 };
 
 }  // namespace shmalloc

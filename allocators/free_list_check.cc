@@ -1,6 +1,7 @@
 // FreeList::CheckInvariants: verifies every invariant listed in free_list.h.
 // Written to be safe on arbitrary bytes (a corrupt or hostile meta file): every
 // index is bounds-checked before it is followed and every walk is bounded.
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <string_view>
@@ -47,11 +48,12 @@ absl::Status FreeList::CheckInvariants() const {
 absl::Status FreeList::CheckChainAndCounters() const {
   const Control& c = *control_;
   uint64_t n_free = 0, n_live = 0, n_unused = 0;
-  uint64_t used = 0, requested = 0;
+  uint64_t used = 0, requested = 0, largest = 0;
   for (uint64_t i = 0; i < max_extents_; ++i) {
     const Node& node = nodes_[i];
     if (node.state == kFree) {
       ++n_free;
+      largest = std::max(largest, node.size);
     } else if (node.state == kLive) {
       ++n_live;
       if (node.slack >= 2 * kGranule || node.slack >= node.size) {
@@ -128,6 +130,15 @@ absl::Status FreeList::CheckChainAndCounters() const {
         ", nodes say ", used, "/", requested, "/", n_live, "/", n_free));
   }
   if (c.peak_used_bytes < c.used_bytes) return Broken("peak < used");
+  if (c.counters_version == free_list_internal::kFreeListCountersVersion) {
+    if (c.largest_free != largest) {
+      return Broken(absl::StrCat("largest_free is ", c.largest_free,
+                                 ", the largest free extent ", largest));
+    }
+  } else if (c.counters_version != 0 || c.largest_free != 0 ||
+             c.reserved != 0) {
+    return Broken(absl::StrCat("counters_version ", c.counters_version));
+  }
   return absl::OkStatus();
 }
 

@@ -212,6 +212,8 @@ void FreeList::Format() {
   set(c.sl_bitmap[b.fl], 1u << b.sl);
   set(c.fl_bitmap, uint64_t{1} << b.fl);
   set(c.free_extents, uint64_t{1});
+  set(c.largest_free, end_ - begin_);
+  set(c.counters_version, free_list_internal::kFreeListCountersVersion);
 }
 
 void FreeList::Reset() { Format(); }

@@ -4,6 +4,7 @@
 #include <bit>
 #include <cstring>
 #include <new>
+#include <tuple>
 #include <vector>
 
 #include "absl/memory/memory.h"
@@ -74,7 +75,8 @@ Pool::Pool(PoolMeta* meta, uint64_t block_size)
       begin_(meta->header.begin),
       end_(meta->header.end),
       block_size_(block_size),
-      block_count_(meta->block_count) {
+      block_count_(meta->block_count),
+      counted_(meta->layout_version >= kPoolLayoutVersion) {
   natural_alignment_ = std::min(block_size & (0 - block_size), kMaxAlignment);
   default_alignment_ = std::min(kDefaultAlignment, natural_alignment_);
   shift_ = static_cast<uint64_t>(std::countr_zero(block_size));
@@ -114,6 +116,8 @@ absl::StatusOr<std::unique_ptr<Pool>> Pool::Create(
   m->carved.store(0, std::memory_order_relaxed);
   m->peak_blocks.store(0, std::memory_order_relaxed);
   m->failed_allocations.store(0, std::memory_order_relaxed);
+  m->live_allocations.store(0, std::memory_order_relaxed);
+  m->requested_bytes.store(0, std::memory_order_relaxed);
   m->block_count = count;
   m->layout_version = kPoolLayoutVersion;
   // The magic goes last: a reader that sees it sees a formatted pool.
@@ -131,10 +135,11 @@ absl::StatusOr<std::unique_ptr<Pool>> Pool::Attach(std::span<std::byte> meta) {
                      " bytes is smaller than ", sizeof(PoolMeta)));
   }
   auto* m = reinterpret_cast<PoolMeta*>(meta.data());
-  if (m->layout_version != kPoolLayoutVersion) {
-    return absl::DataLossError(
-        absl::StrCat("pool layout version ", m->layout_version,
-                     ", this build reads ", kPoolLayoutVersion));
+  if (m->layout_version != kPoolLayoutVersion &&
+      m->layout_version != kPoolLegacyLayoutVersion) {
+    return absl::DataLossError(absl::StrCat(
+        "pool layout version ", m->layout_version, ", this build reads ",
+        kPoolLegacyLayoutVersion, " and ", kPoolLayoutVersion));
   }
   absl::StatusOr<uint64_t> count =
       BlockCount(m->header.begin, m->header.end, m->header.param);
@@ -171,6 +176,7 @@ absl::StatusOr<Extent> Pool::Allocate(uint64_t size, uint64_t alignment) {
     if (index == kPoolNullIndex) {
       const uint64_t fresh = Carve(size);
       if (fresh != kPoolNullIndex) {
+        CountAllocate(size);
         return Extent{begin_ + fresh * block_size_, block_size_};
       }
       // Everything is carved. A free may have pushed since we saw the stack
@@ -204,9 +210,19 @@ absl::StatusOr<Extent> Pool::Allocate(uint64_t size, uint64_t alignment) {
       // reads the latest value whatever the order.
       Touch(&slot(index));
       slot(index).store(kPoolAllocatedBit | size, std::memory_order_relaxed);
+      CountAllocate(size);
       return Extent{begin_ + index * block_size_, block_size_};
     }
   }
+}
+
+void Pool::CountAllocate(uint64_t requested) {
+  if (!counted_) return;
+  // relaxed: statistics; exact at quiescent points.
+  Touch(&meta_->live_allocations);
+  meta_->live_allocations.fetch_add(1, std::memory_order_relaxed);
+  Touch(&meta_->requested_bytes);
+  meta_->requested_bytes.fetch_add(requested, std::memory_order_relaxed);
 }
 
 uint64_t Pool::Carve(uint64_t size) {
@@ -294,6 +310,14 @@ absl::Status Pool::Free(uint64_t offset) {
     Touch(&s);
     s.store(head & kIndexMask, std::memory_order_relaxed);
   }
+  if (counted_) {
+    // relaxed: statistics. `state` is the allocated value the flip replaced.
+    Touch(&meta_->live_allocations);
+    meta_->live_allocations.fetch_sub(1, std::memory_order_relaxed);
+    Touch(&meta_->requested_bytes);
+    meta_->requested_bytes.fetch_sub(state & ~kPoolAllocatedBit,
+                                     std::memory_order_relaxed);
+  }
   return absl::OkStatus();
 }
 
@@ -337,10 +361,21 @@ void Pool::Reset() {
                     std::memory_order_relaxed);
   Touch(&meta_->carved);
   meta_->carved.store(0, std::memory_order_relaxed);
+  // Constants: a re-run stores the same values.
+  if (counted_) {
+    if (meta_->live_allocations.load(std::memory_order_relaxed) != 0) {
+      Touch(&meta_->live_allocations);
+      meta_->live_allocations.store(0, std::memory_order_relaxed);
+    }
+    if (meta_->requested_bytes.load(std::memory_order_relaxed) != 0) {
+      Touch(&meta_->requested_bytes);
+      meta_->requested_bytes.store(0, std::memory_order_relaxed);
+    }
+  }
 }
 
-AllocatorStats Pool::Stats() const {
-  // relaxed: a monitoring snapshot; exact only at quiescent points.
+std::pair<uint64_t, uint64_t> Pool::WalkCounters() const {
+  // relaxed: a snapshot; exact only at quiescent points.
   const uint64_t carved =
       std::min(meta_->carved.load(std::memory_order_relaxed), block_count_);
   uint64_t live = 0;
@@ -351,6 +386,40 @@ AllocatorStats Pool::Stats() const {
       ++live;
       requested += v & ~kPoolAllocatedBit;
     }
+  }
+  return {live, requested};
+}
+
+void Pool::UpgradeCounters() {
+  if (counted_) return;
+  // relaxed: REQUIRES quiescence. The layout word goes last, so a crash
+  // before it (with no transaction open) leaves a layout-1 pool whose
+  // reserved words the next upgrade overwrites.
+  const auto [live, requested] = WalkCounters();
+  Touch(&meta_->live_allocations);
+  meta_->live_allocations.store(live, std::memory_order_relaxed);
+  Touch(&meta_->requested_bytes);
+  meta_->requested_bytes.store(requested, std::memory_order_relaxed);
+  Touch(&meta_->layout_version);
+  meta_->layout_version = kPoolLayoutVersion;
+  counted_ = true;
+}
+
+AllocatorStats Pool::Stats() const {
+  // relaxed: a monitoring snapshot; exact only at quiescent points.
+  const uint64_t carved =
+      std::min(meta_->carved.load(std::memory_order_relaxed), block_count_);
+  uint64_t live = 0;
+  uint64_t requested = 0;
+  if (counted_) [[likely]] {
+    // O(1). Clamped: the counters are read at different instants, so under
+    // concurrency they may disagree by the operations in flight.
+    live = std::min(meta_->live_allocations.load(std::memory_order_relaxed),
+                    block_count_);
+    requested = std::min(meta_->requested_bytes.load(std::memory_order_relaxed),
+                         live * block_size_);
+  } else {
+    std::tie(live, requested) = WalkCounters();
   }
   AllocatorStats s;
   s.capacity_bytes = end_ - begin_;
@@ -429,6 +498,19 @@ absl::Status Pool::CheckInvariants() const {
           "pool block ", i, " records a request of ", requested, " bytes"));
     }
     ++live;
+  }
+  if (counted_) {
+    const auto [walked_live, walked_requested] = WalkCounters();
+    const uint64_t kept =
+        meta_->live_allocations.load(std::memory_order_relaxed);
+    const uint64_t kept_requested =
+        meta_->requested_bytes.load(std::memory_order_relaxed);
+    if (kept != walked_live || kept_requested != walked_requested) {
+      return absl::InternalError(
+          absl::StrCat("pool counters say ", kept, " live / ", kept_requested,
+                       " requested bytes, the slots ", walked_live, " / ",
+                       walked_requested));
+    }
   }
   if (free_blocks + live != block_count_) {
     return absl::InternalError(absl::StrCat(

@@ -34,7 +34,11 @@
 //   136  failed_allocations  atomic u64: RESOURCE_EXHAUSTED answers
 //   144  block_count         u64: (end - begin) / block_size, < 2^32 - 1
 //   152  layout_version      u32: kPoolLayoutVersion
-//   156  reserved            u32 + u64[4], zero
+//   156  reserved            u32, zero
+//   160  live_allocations    atomic u64: allocated slots (layout 2)
+//   168  requested_bytes     atomic u64: sum of their requested sizes
+//                            (layout 2)
+//   176  reserved            u64[2], zero
 //   192  slots               atomic u64[block_count], as above
 //
 // Invariants (at quiescent points):
@@ -45,14 +49,18 @@
 //   used_bytes == live * block_size; used_bytes + free_bytes == capacity
 //   requested_bytes == sum of the requested sizes in allocated slots
 //   peak_used_bytes == max(peak_blocks, carved) * block_size >= used_bytes
+//   (layout 2) live_allocations and requested_bytes equal the two sums above
 //
-// Cost of the figures: no counter is updated on the success path (each
-// atomic read-modify-write costs about 6 ns on this machine, and the
-// allocate/free pair already needs three: pop, state flip, push). Stats()
-// instead counts the allocated slots, O(carved); it is meant for monitoring,
-// not for the hot path. Each figure is exact at a quiescent point; under
-// concurrency peak may exceed the true maximum by the number of threads that
-// saw an empty stack while a free was in flight.
+// Cost of the figures: Stats() is O(1). Allocate and Free each update the
+// two counters with a relaxed read-modify-write (about 6 ns each on this
+// machine), so Stats() under the daemon's region lock never walks the
+// slots (review item M5: a pool of 2^31 blocks took seconds per Stats).
+// Layout 1 (before the counters) is still attached: Stats() then counts the
+// allocated slots, O(carved), until UpgradeCounters() stores the counters
+// and the layout becomes 2 (the daemon does this in a transaction at Open).
+// Each figure is exact at a quiescent point; under concurrency peak may
+// exceed the true maximum by the number of threads that saw an empty stack
+// while a free was in flight.
 //
 // Thread-safety: Allocate, Free, SizeOf and Stats are thread-safe and
 // lock-free, also across processes sharing the metadata. Reset,
@@ -65,6 +73,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -72,7 +81,9 @@
 
 namespace shmalloc {
 
-inline constexpr uint32_t kPoolLayoutVersion = 1;
+inline constexpr uint32_t kPoolLayoutVersion = 2;
+// The layout before live_allocations / requested_bytes (still attached).
+inline constexpr uint32_t kPoolLegacyLayoutVersion = 1;
 inline constexpr uint32_t kPoolNullIndex = 0xffffffffu;     // ends the stack
 inline constexpr uint64_t kPoolMaxBlocks = kPoolNullIndex;  // exclusive
 inline constexpr uint64_t kPoolAllocatedBit = uint64_t{1} << 63;
@@ -89,7 +100,9 @@ struct PoolMeta {
   uint64_t block_count;                      // number of slots that follow
   uint32_t layout_version;                   // kPoolLayoutVersion
   uint32_t reserved1;                        // zero
-  uint64_t reserved2[4];                     // zero
+  std::atomic<uint64_t> live_allocations;    // allocated slots (layout 2)
+  std::atomic<uint64_t> requested_bytes;     // their requests (layout 2)
+  uint64_t reserved2[2];                     // zero
 };
 static_assert(sizeof(PoolMeta) == 192);
 static_assert(alignof(PoolMeta) == 8);
@@ -99,6 +112,8 @@ static_assert(offsetof(PoolMeta, peak_blocks) == 128);
 static_assert(offsetof(PoolMeta, failed_allocations) == 136);
 static_assert(offsetof(PoolMeta, block_count) == 144);
 static_assert(offsetof(PoolMeta, layout_version) == 152);
+static_assert(offsetof(PoolMeta, live_allocations) == 160);
+static_assert(offsetof(PoolMeta, requested_bytes) == 168);
 static_assert(std::atomic<uint64_t>::is_always_lock_free);
 static_assert(sizeof(std::atomic<uint64_t>) == sizeof(uint64_t));
 
@@ -158,9 +173,17 @@ class Pool final : public OffsetAllocator {
   // REQUIRES: no concurrent Allocate/Free. Not thread-safe.
   void Reset() override;
 
-  // Returns a snapshot; O(carved) (see the header comment). Thread-safe;
-  // lock-free; exact at quiescent points.
+  // Returns a snapshot; O(1) (O(carved) for a layout-1 pool not yet
+  // upgraded; see the header comment). Thread-safe; lock-free; exact at
+  // quiescent points.
   AllocatorStats Stats() const override;
+
+  // Layout 1: true until UpgradeCounters() runs.
+  bool NeedsCounterUpgrade() const override { return !counted_; }
+  // Counts the allocated slots once, stores live_allocations and
+  // requested_bytes, then layout 2 (every store Touch()ed). O(carved).
+  // REQUIRES: no concurrent Allocate/Free.
+  void UpgradeCounters() override;
 
   // Returns OK when every invariant above holds, DATA_LOSS for a bad header,
   // INTERNAL naming the first broken invariant otherwise. O(block_count).
@@ -193,6 +216,10 @@ class Pool final : public OffsetAllocator {
   absl::StatusOr<uint64_t> BlockIndex(uint64_t offset) const;
   absl::Status BadOffset(uint64_t offset) const;
   std::atomic<uint64_t>& slot(uint64_t index) const { return slots_[index]; }
+  // Adds one allocation of `requested` bytes to the counters (layout 2).
+  void CountAllocate(uint64_t requested);
+  // Counts the allocated slots: {live, requested}. O(carved).
+  std::pair<uint64_t, uint64_t> WalkCounters() const;
 
   PoolMeta* meta_;                // points into the caller's span
   std::atomic<uint64_t>* slots_;  // meta_ + 1, block_count_ entries
@@ -208,6 +235,7 @@ class Pool final : public OffsetAllocator {
   uint64_t shift_;
   uint64_t low_mask_;
   uint64_t odd_inverse_;
+  bool counted_;  // layout 2: the counters are kept
 };
 
 }  // namespace shmalloc

@@ -435,6 +435,15 @@ absl::Status Region::Attach() {
   // ARENA metadata lives in the data file, outside the log's reach: its
   // Allocate is one compare-and-swap and needs no log.
   if (!arena) allocator_->set_undo_log(log_.get());
+  if (!arena && allocator_->NeedsCounterUpgrade()) {
+    // Metadata from before the O(1) counters: one walk stores them, in a
+    // transaction (a crash rolls it back; the next Open does it again).
+    log_->Begin();
+    allocator_->UpgradeCounters();
+    log_->Commit();
+    SHMALLOC_LOG(Info) << "region " << name_
+                       << ": allocator counters added to its metadata";
+  }
   if (!arena) {
     absl::StatusOr<OwnerStore> owners = OwnerStore::Open(
         meta_.bytes().subspan(h->owner_offset, h->owner_bytes), log_.get());
