@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <memory>
 #include <random>
 #include <utility>
 #include <vector>
@@ -25,12 +26,16 @@ std::string EnvOr(const char* name, std::string_view fallback) {
 // A per-thread generator seeded from the OS (several words, so threads do
 // not share a stream).
 std::mt19937_64& ThreadRng() {
-  thread_local std::mt19937_64 rng = [] {
+  // On the heap: a 2.5 KB engine in TLS would push libshmalloc_c's static
+  // TLS block (it has initial-exec variables) past what dlopen can place,
+  // and Python's ctypes could not load the library.
+  thread_local std::unique_ptr<std::mt19937_64> rng;
+  if (rng == nullptr) {
     std::random_device rd;
     std::seed_seq seq{rd(), rd(), rd(), rd(), rd(), rd(), rd(), rd()};
-    return std::mt19937_64(seq);
-  }();
-  return rng;
+    rng = std::make_unique<std::mt19937_64>(seq);
+  }
+  return *rng;
 }
 
 // Returns `d` times a random factor in [0.8, 1.2].
