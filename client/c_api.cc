@@ -2,6 +2,8 @@
 // point converts absl::Status to a shmalloc_status_t (same numbers) and
 // records the message in a thread-local string; no C++ exception crosses the
 // boundary.
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <memory>
@@ -10,7 +12,10 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "client/cli/stats_format.h"
+#include "client/rpc.h"
 #include "shmalloc/arena.h"
+#include "shmalloc/block_cache.h"
 #include "shmalloc/client.h"
 #include "shmalloc/region.h"
 #include "shmalloc/shmalloc.h"
@@ -23,6 +28,9 @@ struct shmalloc_region {
 };
 struct shmalloc_arena {
   std::unique_ptr<shmalloc::client::Arena> arena;
+};
+struct shmalloc_block_cache {
+  std::unique_ptr<shmalloc::client::BlockCache> cache;
 };
 
 namespace {
@@ -62,6 +70,13 @@ shmalloc_status_t Guarded(Body body) noexcept {
   } catch (...) {
     return Fail(absl::InternalError("unknown C++ exception"));
   }
+}
+
+// Returns a malloc'd copy of `s` (freed by shmalloc_string_free).
+char* CopyString(const std::string& s) {
+  char* out = static_cast<char*>(std::malloc(s.size() + 1));
+  if (out != nullptr) std::memcpy(out, s.c_str(), s.size() + 1);
+  return out;
 }
 
 absl::Duration Millis(uint32_t ms) {
@@ -360,6 +375,155 @@ shmalloc_status_t shmalloc_region_stats(const shmalloc_region_t* region,
     *stats = out;
     return SHMALLOC_OK;
   });
+}
+
+shmalloc_status_t shmalloc_allocate_extents(shmalloc_region_t* region,
+                                            uint64_t size, uint32_t count,
+                                            uint64_t alignment, int detached,
+                                            uint64_t* offsets, uint64_t* sizes,
+                                            uint64_t* generation) {
+  if (region == nullptr || offsets == nullptr) {
+    return NullArgument("region/offsets");
+  }
+  if (count == 0) {
+    return Fail(absl::InvalidArgumentError("count must be at least 1"));
+  }
+  return Guarded([&] {
+    sc::AllocateOptions o;
+    o.alignment = alignment;
+    o.detached = detached != 0;
+    uint64_t gen = 0;
+    auto extents = region->region->AllocateExtents(size, count, o, &gen);
+    if (!extents.ok()) return Fail(extents.status());
+    if (extents->size() != count) {
+      return Fail(absl::InternalError(absl::StrCat(
+          "asked for ", count, " extents, got ", extents->size())));
+    }
+    for (uint32_t i = 0; i < count; ++i) {
+      offsets[i] = (*extents)[i].offset;
+      if (sizes != nullptr) sizes[i] = (*extents)[i].size_bytes;
+    }
+    if (generation != nullptr) *generation = gen;
+    return SHMALLOC_OK;
+  });
+}
+
+shmalloc_status_t shmalloc_free_generation(shmalloc_region_t* region,
+                                           const uint64_t* offsets,
+                                           size_t count, uint64_t generation) {
+  if (region == nullptr || (offsets == nullptr && count > 0)) {
+    return NullArgument("region/offsets");
+  }
+  return Guarded([&] {
+    return Fail(region->region->Free(std::span<const uint64_t>(offsets, count),
+                                     generation));
+  });
+}
+
+shmalloc_status_t shmalloc_stats_json(shmalloc_client_t* client,
+                                      const char* region, char** json) {
+  if (client == nullptr || json == nullptr) return NullArgument("client/json");
+  return Guarded([&] {
+    shmalloc::v1::GetStatsRequest request;
+    if (region != nullptr) request.set_region(region);
+    shmalloc::v1::Stats stats;
+    absl::Status s = sc::ConnectionOf(*client->client)
+                         .Call(&shmalloc::v1::Allocator::Stub::GetStats,
+                               "GetStats", request, &stats);
+    if (!s.ok()) return Fail(s);
+    char* out = CopyString(shmalloc::cli::StatsToJson(stats, false));
+    if (out == nullptr) return Fail(absl::ResourceExhaustedError("malloc"));
+    *json = out;
+    return SHMALLOC_OK;
+  });
+}
+
+shmalloc_status_t shmalloc_regions_json(shmalloc_client_t* client,
+                                        char** json) {
+  if (client == nullptr || json == nullptr) return NullArgument("client/json");
+  return Guarded([&] {
+    shmalloc::v1::ListRegionsResponse response;
+    absl::Status s =
+        sc::ConnectionOf(*client->client)
+            .Call(&shmalloc::v1::Allocator::Stub::ListRegions, "ListRegions",
+                  shmalloc::v1::ListRegionsRequest(), &response);
+    if (!s.ok()) return Fail(s);
+    char* out = CopyString(shmalloc::cli::RegionsToJson(response));
+    if (out == nullptr) return Fail(absl::ResourceExhaustedError("malloc"));
+    *json = out;
+    return SHMALLOC_OK;
+  });
+}
+
+void shmalloc_string_free(char* s) { std::free(s); }
+
+shmalloc_status_t shmalloc_block_cache_create(shmalloc_region_t* region,
+                                              uint32_t batch,
+                                              shmalloc_block_cache_t** cache) {
+  if (region == nullptr || cache == nullptr) {
+    return NullArgument("region/cache");
+  }
+  return Guarded([&] {
+    sc::BlockCacheOptions o;
+    if (batch != 0) {
+      o.batch = batch;
+      o.thread_capacity = std::max(o.thread_capacity, 4 * batch);
+      o.central_capacity = std::max(o.central_capacity, 4 * batch);
+    }
+    auto c = sc::BlockCache::Create(region->region, o);
+    if (!c.ok()) return Fail(c.status());
+    *cache = new shmalloc_block_cache{*std::move(c)};
+    return SHMALLOC_OK;
+  });
+}
+
+void shmalloc_block_cache_destroy(shmalloc_block_cache_t* cache) {
+  delete cache;
+}
+
+shmalloc_status_t shmalloc_block_cache_allocate(shmalloc_block_cache_t* cache,
+                                                uint64_t size,
+                                                uint64_t* offset) {
+  if (cache == nullptr || offset == nullptr) {
+    return NullArgument("cache/offset");
+  }
+  return Guarded([&] {
+    auto o = cache->cache->Allocate(size);
+    if (!o.ok()) return Fail(o.status());
+    *offset = *o;
+    return SHMALLOC_OK;
+  });
+}
+
+shmalloc_status_t shmalloc_block_cache_free(shmalloc_block_cache_t* cache,
+                                            uint64_t offset, uint64_t size) {
+  if (cache == nullptr) return NullArgument("cache");
+  return Guarded([&] { return Fail(cache->cache->Free(offset, size)); });
+}
+
+shmalloc_status_t shmalloc_block_cache_flush(shmalloc_block_cache_t* cache) {
+  if (cache == nullptr) return NullArgument("cache");
+  return Guarded([&] { return Fail(cache->cache->Flush()); });
+}
+
+uint64_t shmalloc_block_cache_class_size(const shmalloc_block_cache_t* cache,
+                                         uint64_t size) {
+  return cache == nullptr ? 0 : cache->cache->ClassSize(size);
+}
+
+shmalloc_status_t shmalloc_block_cache_stats(
+    const shmalloc_block_cache_t* cache, shmalloc_block_cache_stats_t* stats) {
+  if (cache == nullptr || stats == nullptr) return NullArgument("cache/stats");
+  const sc::BlockCacheStats s = cache->cache->Stats();
+  shmalloc_block_cache_stats_t out = {};
+  out.allocate_rpcs = s.allocate_rpcs;
+  out.free_rpcs = s.free_rpcs;
+  out.blocks_from_daemon = s.blocks_from_daemon;
+  out.blocks_to_daemon = s.blocks_to_daemon;
+  out.cached_blocks = s.cached_blocks;
+  out.rejected_frees = s.rejected_frees;
+  *stats = out;
+  return SHMALLOC_OK;
 }
 
 }  // extern "C"

@@ -20,6 +20,9 @@ build_pkgs=(
   libjemalloc-dev libmimalloc-dev libboost-dev libiceoryx-posh-dev
   # Test tools: manifest checks, JSON checks, the /metrics text parser.
   python3-yaml python3-prometheus-client
+  # The Python package (client/python): its tests, example and bench run on
+  # /usr/bin/python3 with these; setuptools + pip: `pip install client/python`.
+  python3-numpy python3-pytest python3-setuptools python3-pip
 )
 runtime_pkgs=(libgrpc++1.51 libprotobuf32 libprometheus-cpp-pull1.0 ca-certificates)
 # tests/fuzz (clang only) and the lint stage: clang-format, -Wthread-safety,

@@ -292,6 +292,82 @@ typedef struct shmalloc_region_stats {
 SHMALLOC_C_API shmalloc_status_t shmalloc_region_stats(
     const shmalloc_region_t* region, shmalloc_region_stats_t* stats);
 
+/* ---- richer calls for foreign-function layers (Python, Rust) ----------- */
+
+/* As shmalloc_allocate_batch, and also: sizes[0..count) (may be NULL)
+ * receive the bytes reserved for each block (>= size), *generation (may be
+ * NULL) the region generation the daemon allocated in (pass it to
+ * shmalloc_free_generation). Errors as shmalloc_allocate. */
+SHMALLOC_C_API shmalloc_status_t shmalloc_allocate_extents(
+    shmalloc_region_t* region, uint64_t size, uint32_t count,
+    uint64_t alignment, int detached, uint64_t* offsets, uint64_t* sizes,
+    uint64_t* generation);
+/* As shmalloc_free_batch, fenced: FAILED_PRECONDITION when the region was
+ * reset since `generation` (0 = unchecked), so a stale offset never frees
+ * another holder's block. */
+SHMALLOC_C_API shmalloc_status_t
+shmalloc_free_generation(shmalloc_region_t* region, const uint64_t* offsets,
+                         size_t count, uint64_t generation);
+
+/* Sets *json to the daemon's figures (GetStats) as one line of JSON, the
+ * document `shmalloc stats --json` prints: {"uptime_ms", "sessions",
+ * "regions": [{"name", "used_bytes", ..., "sessions": [{"session_id",
+ * "client_name", "used_bytes", "live_allocations"}], ...}], "rpcs": ...}.
+ * `region` NULL or "" = every region. Free *json with shmalloc_string_free.
+ * NOT_FOUND. */
+SHMALLOC_C_API shmalloc_status_t shmalloc_stats_json(shmalloc_client_t* client,
+                                                     const char* region,
+                                                     char** json);
+/* Sets *json to every region's description (ListRegions) as JSON, the
+ * document `shmalloc regions list --json` prints. Free it with
+ * shmalloc_string_free. */
+SHMALLOC_C_API shmalloc_status_t
+shmalloc_regions_json(shmalloc_client_t* client, char** json);
+/* Frees a string returned by this library. NULL is a no-op. */
+SHMALLOC_C_API void shmalloc_string_free(char* s);
+
+/* ---- block cache (POOL / SLAB regions; see shmalloc/block_cache.h) ------ */
+
+typedef struct shmalloc_block_cache shmalloc_block_cache_t;
+
+/* Creates a cache of daemon blocks over a POOL or SLAB region: blocks are
+ * taken from and returned to the daemon `batch` at a time (0 = 64), so an
+ * allocate + free pair usually makes no RPC. Cached blocks stay owned by
+ * this session (reclaimed if the process dies). FAILED_PRECONDITION for
+ * another strategy, INVALID_ARGUMENT. */
+SHMALLOC_C_API shmalloc_status_t shmalloc_block_cache_create(
+    shmalloc_region_t* region, uint32_t batch, shmalloc_block_cache_t** cache);
+/* Returns every cached block to the daemon and releases the cache. NULL ok.
+ * REQUIRES: no concurrent use. */
+SHMALLOC_C_API void shmalloc_block_cache_destroy(shmalloc_block_cache_t* cache);
+/* Sets *offset to a block of at least `size` bytes. INVALID_ARGUMENT (no
+ * class fits, size 0), errors of the refill RPC. */
+SHMALLOC_C_API shmalloc_status_t shmalloc_block_cache_allocate(
+    shmalloc_block_cache_t* cache, uint64_t size, uint64_t* offset);
+/* Takes back a block this cache handed out with `size`. INVALID_ARGUMENT,
+ * errors of a drain RPC. */
+SHMALLOC_C_API shmalloc_status_t shmalloc_block_cache_free(
+    shmalloc_block_cache_t* cache, uint64_t offset, uint64_t size);
+/* Returns every cached block to the daemon. REQUIRES: no concurrent use. */
+SHMALLOC_C_API shmalloc_status_t
+shmalloc_block_cache_flush(shmalloc_block_cache_t* cache);
+/* Returns the block size that serves `size` (0 when none does). */
+SHMALLOC_C_API uint64_t shmalloc_block_cache_class_size(
+    const shmalloc_block_cache_t* cache, uint64_t size);
+
+typedef struct shmalloc_block_cache_stats {
+  uint64_t allocate_rpcs;      /* batch Allocate calls to the daemon */
+  uint64_t free_rpcs;          /* batch Free calls to the daemon */
+  uint64_t blocks_from_daemon; /* blocks received */
+  uint64_t blocks_to_daemon;   /* blocks returned */
+  uint64_t cached_blocks;      /* held in the cache now */
+  uint64_t rejected_frees;     /* offsets the daemon refused on drain */
+} shmalloc_block_cache_stats_t;
+
+/* Fills *stats. REQUIRES: no concurrent use for exact counts. */
+SHMALLOC_C_API shmalloc_status_t shmalloc_block_cache_stats(
+    const shmalloc_block_cache_t* cache, shmalloc_block_cache_stats_t* stats);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif
