@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "client/connection.h"
+#include "common/status_macros.h"
 #include "shmalloc/region.h"
 
 namespace shmalloc::client {
@@ -23,6 +24,13 @@ absl::Status Allocation::FreeOnce() {
   // then the destructor) carries the same request id, so the daemon applies
   // it at most once even if the first attempt's outcome was lost and the
   // block was handed to someone else meanwhile.
+  //
+  // Fenced here too: a handle from another incarnation of the region, or
+  // from before a reset, is refused without an RPC. The daemon checks the
+  // generation as well, but it cannot tell generation 0 from "unchecked",
+  // and it never sees the incarnation.
+  SHMALLOC_RETURN_IF_ERROR(region_->CheckIncarnation());
+  SHMALLOC_RETURN_IF_ERROR(region_->CheckGeneration(generation_));
   if (free_request_id_.empty()) free_request_id_ = internal::NewRequestId();
   v1::FreeRequest request;
   request.set_region(region_->name());
@@ -52,12 +60,15 @@ Allocation& Allocation::operator=(Allocation&& other) noexcept {
   return *this;
 }
 
-void* Allocation::data() const {
-  return region_ != nullptr ? region_->ToPointer(extent_.offset) : nullptr;
-}
+void* Allocation::data() const { return span().data(); }
 
 std::span<std::byte> Allocation::span() const {
-  if (region_ == nullptr) return {};
+  // Every extent was checked when the daemon answered; checked again here
+  // (two compares) so no handle, however made, spans past the mapping.
+  if (region_ == nullptr ||
+      !region_->CheckExtent(extent_.offset, extent_.size_bytes, "").ok()) {
+    return {};
+  }
   return {region_->base() + extent_.offset, extent_.size_bytes};
 }
 

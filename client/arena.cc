@@ -14,11 +14,14 @@
 namespace shmalloc::client {
 namespace internal {
 
-thread_local ArenaChunk tls_arena_chunks[kArenaChunkSlots]
-    __attribute__((tls_model("initial-exec")));
+thread_local constinit ArenaChunk tls_arena_chunks[kArenaChunkSlots]
+    __attribute__((tls_model("initial-exec"))) = {};
 
 }  // namespace internal
 namespace {
+
+// The slot the slow path evicts next when every slot is taken (round robin).
+thread_local constinit uint32_t tls_next_victim = 0;
 
 // The first page of an extent arena holds its metadata; bump space follows.
 constexpr uint64_t kExtentMetaBytes = kMaxAlignment;
@@ -66,15 +69,25 @@ Arena::Arena(std::shared_ptr<Region> region,
   shared_epoch_ = &reinterpret_cast<ArenaMeta*>(meta)->epoch;
   Registry& r = GetRegistry();
   absl::MutexLock lock(&r.mu);
-  id_ = r.next_id++;
-  r.arenas[id_] = this;
+  const uint64_t id = r.next_id++;
+  id_.store(id, std::memory_order_relaxed);
+  r.arenas[id] = this;
+}
+
+void Arena::Renumber() {
+  Registry& r = GetRegistry();
+  absl::MutexLock lock(&r.mu);
+  r.arenas.erase(id_.load(std::memory_order_relaxed));
+  const uint64_t id = r.next_id++;
+  id_.store(id, std::memory_order_relaxed);
+  r.arenas[id] = this;
 }
 
 Arena::~Arena() {
   {
     Registry& r = GetRegistry();
     absl::MutexLock lock(&r.mu);
-    r.arenas.erase(id_);
+    r.arenas.erase(id_.load(std::memory_order_relaxed));
   }
   if (owns_extent_ && !options_.detached) {
     region_->Free(extent_offset_).IgnoreError();
@@ -92,6 +105,19 @@ absl::StatusOr<std::unique_ptr<Arena>> Arena::Create(
     absl::StatusOr<std::unique_ptr<shmalloc::Arena>> cursor =
         shmalloc::Arena::Attach(meta);
     if (!cursor.ok()) return cursor.status();
+    // The bounds come from the shared header, which any client can write:
+    // they must lie in the heap of this mapping (the daemon's geometry,
+    // checked against the file's size at OpenRegion). shmalloc::Arena keeps
+    // them from now on, so later scribbles do not move them.
+    if ((*cursor)->begin() < region->heap_begin() ||
+        (*cursor)->end() > region->heap_end() ||
+        (*cursor)->begin() >= (*cursor)->end()) {
+      return absl::DataLossError(absl::StrCat(
+          "ARENA region '", region->name(),
+          "': the shared metadata describes [", (*cursor)->begin(), ", ",
+          (*cursor)->end(), "), not inside the heap [", region->heap_begin(),
+          ", ", region->heap_end(), ") as mapped here"));
+    }
     return std::unique_ptr<Arena>(
         new Arena(std::move(region), *std::move(cursor), 0, false, options));
   }
@@ -138,7 +164,8 @@ absl::StatusOr<std::unique_ptr<Arena>> Arena::Open(
       shmalloc::Arena::Attach(*meta);
   if (!cursor.ok()) return cursor.status();
   if ((*cursor)->begin() != offset + kExtentMetaBytes ||
-      (*cursor)->end() > region->heap_end()) {
+      (*cursor)->end() > region->heap_end() ||
+      (*cursor)->end() <= (*cursor)->begin()) {
     return absl::DataLossError(absl::StrCat(
         "arena metadata at offset ", offset, " describes [", (*cursor)->begin(),
         ", ", (*cursor)->end(), "), not space after it"));
@@ -169,26 +196,10 @@ void Arena::Retire(internal::ArenaChunk& c) {
   leftover_bytes_.fetch_add(leftover, std::memory_order_relaxed);
 }
 
-void* Arena::AllocateSlow(uint64_t size, uint64_t alignment) noexcept {
-  if (alignment == 0) alignment = kDefaultAlignment;
-  if (size == 0 || !IsPowerOfTwo(alignment) || alignment > kMaxAlignment) {
-    return nullptr;
-  }
-  if (options_.mode == ArenaOptions::Mode::kDirect ||
-      size > options_.chunk_bytes) {
-    // Large requests keep the shared cursor on the claim granule.
-    const bool direct = options_.mode == ArenaOptions::Mode::kDirect;
-    absl::StatusOr<uint64_t> at =
-        direct ? Direct(size, alignment)
-               : Direct(AlignUp(size, kClaimGranule),
-                        std::max(alignment, kClaimGranule));
-    return at.ok() ? base_ + *at : nullptr;
-  }
-  internal::ArenaChunk& c =
-      internal::tls_arena_chunks[id_ & (internal::kArenaChunkSlots - 1)];
-  const uint64_t epoch = CurrentEpoch();
-  if (c.arena_id == id_) {
-    if (c.epoch == epoch) Retire(c);  // else stale: dropped by Reset/Rewind
+void Arena::Evict(internal::ArenaChunk& c) {
+  const uint64_t id = id_.load(std::memory_order_relaxed);
+  if (c.arena_id == id) {
+    if (c.epoch == CurrentEpoch()) Retire(c);  // else stale: dropped
   } else if (c.arena_id != 0) {
     Registry& r = GetRegistry();
     absl::MutexLock lock(&r.mu);
@@ -198,26 +209,95 @@ void* Arena::AllocateSlow(uint64_t size, uint64_t alignment) noexcept {
     }
   }
   c = {};
+}
+
+void* Arena::AllocateSlow(uint64_t size, uint64_t alignment) noexcept {
+  absl::StatusOr<uint64_t> at = Slow(size, alignment);
+  return at.ok() ? base_ + *at : nullptr;
+}
+
+absl::StatusOr<uint64_t> Arena::Slow(uint64_t size, uint64_t alignment) {
+  if (alignment == 0) alignment = kDefaultAlignment;
+  if (size == 0 || !IsPowerOfTwo(alignment) || alignment > kMaxAlignment) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "arena allocate: size must be > 0 and alignment a power of two <= ",
+        kMaxAlignment, " (size ", size, ", alignment ", alignment, ")"));
+  }
+  if (options_.mode == ArenaOptions::Mode::kDirect) {
+    return Direct(size, alignment);
+  }
+  if (size > options_.chunk_bytes) {
+    // Large requests keep the shared cursor on the claim granule.
+    return Direct(AlignUp(size, kClaimGranule),
+                  std::max(alignment, kClaimGranule));
+  }
+  const uint64_t id = id_.load(std::memory_order_relaxed);
+  internal::ArenaChunk* slots = internal::tls_arena_chunks;
+  const uint64_t home_index = id & (internal::kArenaChunkSlots - 1);
+  internal::ArenaChunk& home = slots[home_index];
+  const uint64_t epoch = CurrentEpoch();
+  if (home.arena_id != id) {
+    // Displaced by an Arena whose id collides: bring this Arena's chunk
+    // back home (the other one takes its place) instead of claiming anew.
+    for (uint64_t i = 0; i < internal::kArenaChunkSlots; ++i) {
+      if (slots[i].arena_id == id) {
+        std::swap(slots[i], home);
+        break;
+      }
+    }
+    if (home.arena_id != id && home.arena_id != 0) {
+      // Keep the occupant's chunk in another slot: an empty one, else the
+      // next victim's (retired into its Arena's figures).
+      internal::ArenaChunk* spare = nullptr;
+      for (uint64_t i = 0; i < internal::kArenaChunkSlots; ++i) {
+        if (i != home_index && slots[i].arena_id == 0) {
+          spare = &slots[i];
+          break;
+        }
+      }
+      if (spare == nullptr) {
+        uint64_t victim = tls_next_victim++ % internal::kArenaChunkSlots;
+        if (victim == home_index) {
+          victim = (victim + 1) % internal::kArenaChunkSlots;
+        }
+        spare = &slots[victim];
+        Evict(*spare);
+      }
+      *spare = home;
+      home = {};
+    }
+  }
+  if (home.arena_id == id) {
+    if (home.epoch == epoch) {
+      const uint64_t at = AlignUp(home.cursor, alignment);
+      if (at <= home.end && size <= home.end - at) {
+        home.cursor = at + size;
+        return at;
+      }
+    }
+    Evict(home);  // full (its tail becomes leftover) or stale
+  }
+  // cursor_->Allocate checks the shared cursor against [begin, end] (one
+  // branch) before it claims: a damaged cursor is DATA_LOSS, never a chunk.
   absl::StatusOr<shmalloc::Extent> chunk =
       cursor_->Allocate(options_.chunk_bytes, kClaimGranule);
   if (!chunk.ok()) {
+    if (!absl::IsResourceExhausted(chunk.status())) return chunk.status();
     // Too little left for a chunk: the request alone may still fit.
-    absl::StatusOr<uint64_t> at = Direct(AlignUp(size, kClaimGranule),
-                                         std::max(alignment, kClaimGranule));
-    return at.ok() ? base_ + *at : nullptr;
+    return Direct(AlignUp(size, kClaimGranule),
+                  std::max(alignment, kClaimGranule));
   }
   claimed_bytes_.fetch_add(options_.chunk_bytes, std::memory_order_relaxed);
   chunks_.fetch_add(1, std::memory_order_relaxed);
-  c = {id_, epoch, chunk->offset, chunk->offset + options_.chunk_bytes};
-  const uint64_t at = AlignUp(c.cursor, alignment);
-  if (at <= c.end && size <= c.end - at) {
-    c.cursor = at + size;
-    return base_ + at;
+  home = {id, epoch, chunk->offset, chunk->offset + options_.chunk_bytes};
+  const uint64_t at = AlignUp(home.cursor, alignment);
+  if (at <= home.end && size <= home.end - at) {
+    home.cursor = at + size;
+    return at;
   }
   // A large alignment did not fit in the fresh chunk: go direct, keep it.
-  absl::StatusOr<uint64_t> direct =
-      Direct(AlignUp(size, kClaimGranule), std::max(alignment, kClaimGranule));
-  return direct.ok() ? base_ + *direct : nullptr;
+  return Direct(AlignUp(size, kClaimGranule),
+                std::max(alignment, kClaimGranule));
 }
 
 absl::StatusOr<uint64_t> Arena::Allocate(uint64_t size, uint64_t alignment) {
@@ -232,21 +312,24 @@ absl::StatusOr<uint64_t> Arena::Allocate(uint64_t size, uint64_t alignment) {
         absl::StrCat("arena allocate: ", size, " bytes exceed the capacity ",
                      end_ - begin_));
   }
-  void* p = TryAllocate(size, alignment);
-  if (p == nullptr) {
+  if (void* p = TryChunk(size, alignment)) {
+    return static_cast<uint64_t>(static_cast<std::byte*>(p) - base_);
+  }
+  absl::StatusOr<uint64_t> at = Slow(size, alignment);
+  if (absl::IsResourceExhausted(at.status())) {
     return absl::ResourceExhaustedError(
         absl::StrCat("arena in region '", region_->name(), "' is full: ", size,
-                     " bytes requested, ", end_ - begin_, " capacity"));
+                     " bytes requested, ", end_ - begin_, " capacity (",
+                     at.status().message(), ")"));
   }
-  return static_cast<uint64_t>(static_cast<std::byte*>(p) - base_);
+  return at;
 }
 
 void Arena::Flush() {
-  internal::ArenaChunk& c =
-      internal::tls_arena_chunks[id_ & (internal::kArenaChunkSlots - 1)];
-  if (c.arena_id != id_) return;
-  if (c.epoch == CurrentEpoch()) Retire(c);
-  c = {};
+  const uint64_t id = id_.load(std::memory_order_relaxed);
+  for (internal::ArenaChunk& c : internal::tls_arena_chunks) {
+    if (c.arena_id == id) Evict(c);
+  }
 }
 
 Arena::Marker Arena::Mark() const {
@@ -257,18 +340,19 @@ Arena::Marker Arena::Mark() const {
 absl::Status Arena::Rewind(Marker marker) {
   absl::Status s = cursor_->Rewind({marker.offset, marker.epoch});
   if (!s.ok()) return s;
-  rewinds_.fetch_add(1, std::memory_order_relaxed);
+  Renumber();
   return absl::OkStatus();
 }
 
 absl::Status Arena::Reset() {
   if (extent_offset_ == 0) {
-    absl::StatusOr<RegionInfo> info = region_->Reset(/*force=*/false);
+    // Arena::Reset's contract is quiescence: the caller vouches for it.
+    absl::StatusOr<RegionInfo> info = region_->Reset(/*force=*/true);
     if (!info.ok()) return info.status();
   } else {
     cursor_->Reset();
   }
-  rewinds_.fetch_add(1, std::memory_order_relaxed);
+  Renumber();
   for (std::atomic<uint64_t>* counter :
        {&claimed_bytes_, &handed_out_bytes_, &leftover_bytes_, &chunks_,
         &direct_allocations_, &failed_allocations_}) {

@@ -14,6 +14,7 @@ RegionInfo FromProto(const v1::Region& r) {
   info.heap_end = r.heap_end();
   info.size_classes.assign(r.size_classes().begin(), r.size_classes().end());
   info.quota_bytes_per_session = r.quota_bytes_per_session();
+  info.incarnation = r.incarnation();
   return info;
 }
 

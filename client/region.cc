@@ -1,5 +1,8 @@
 #include "shmalloc/region.h"
 
+#include <sys/stat.h>
+
+#include <algorithm>
 #include <atomic>
 #include <utility>
 
@@ -8,12 +11,22 @@
 #include "client/proto_convert.h"
 #include "client/shm_mapping.h"
 #include "common/segment_header.h"
+#include "common/status_macros.h"
 
 namespace shmalloc::client {
 
 Region::Region(std::shared_ptr<internal::Connection> connection,
                RegionInfo info, std::byte* base)
-    : connection_(std::move(connection)), info_(std::move(info)), base_(base) {}
+    : connection_(std::move(connection)), info_(std::move(info)), base_(base) {
+  if (connection_ != nullptr && !info_.data_file.empty()) {
+    path_ = absl::StrCat(connection_->shm_dir(), "/", info_.data_file);
+    struct stat st = {};
+    if (::stat(path_.c_str(), &st) == 0) {
+      file_dev_ = st.st_dev;
+      file_ino_ = st.st_ino;
+    }
+  }
+}
 
 Region::~Region() { internal::UnmapFile(base_, info_.size_bytes); }
 
@@ -28,6 +41,29 @@ absl::Status Region::CheckGeneration(uint64_t generation) const {
   return absl::FailedPreconditionError(absl::StrCat(
       "stale: region '", info_.name, "' was reset (offset from generation ",
       generation, ", region is at generation ", now, ")"));
+}
+
+absl::Status Region::CheckIncarnation() const {
+  if (file_ino_ == 0) return absl::OkStatus();
+  struct stat st = {};
+  // Gone: the daemon answers NOT_FOUND for the name (unless it is re-created
+  // meanwhile, which the next call sees).
+  if (::stat(path_.c_str(), &st) != 0) return absl::OkStatus();
+  if (st.st_dev == file_dev_ && st.st_ino == file_ino_) [[likely]] {
+    return absl::OkStatus();
+  }
+  return absl::FailedPreconditionError(absl::StrCat(
+      "stale: region '", info_.name, "' (incarnation ", info_.incarnation,
+      ") was deleted and re-created since this process mapped it; open it "
+      "again"));
+}
+
+absl::Status Region::BadExtent(uint64_t offset, uint64_t size,
+                               std::string_view what) const {
+  return absl::DataLossError(absl::StrCat(
+      std::string(what), " [", offset, ", +", size,
+      ") is not inside the heap [", info_.heap_begin, ", ", info_.heap_end,
+      ") of region '", info_.name, "' as mapped in this process"));
 }
 
 absl::StatusOr<uint64_t> Region::ToOffset(const void* p) const {
@@ -56,6 +92,7 @@ absl::StatusOr<std::span<std::byte>> Region::Span(uint64_t offset,
 absl::StatusOr<std::vector<Extent>> Region::AllocateExtents(
     uint64_t size, uint32_t count, const AllocateOptions& options,
     uint64_t* generation) {
+  SHMALLOC_RETURN_IF_ERROR(CheckIncarnation());
   v1::AllocateRequest request;
   request.set_region(info_.name);
   request.set_size_bytes(size);
@@ -65,10 +102,29 @@ absl::StatusOr<std::vector<Extent>> Region::AllocateExtents(
   v1::AllocateResponse response;
   absl::Status s = connection_->Allocate(std::move(request), &response);
   if (!s.ok()) return s;
+  // Re-created while the call was in flight: the extents are the new
+  // region's, which this mapping does not show. They stay allocated to this
+  // session in the new region (reclaimed with it), never used here.
+  SHMALLOC_RETURN_IF_ERROR(CheckIncarnation());
   if (generation != nullptr) *generation = response.generation();
+  const uint32_t expected = std::max<uint32_t>(count, 1);
+  if (static_cast<uint64_t>(response.extents_size()) != expected) {
+    return absl::DataLossError(absl::StrCat(
+        "Allocate on region '", info_.name, "': asked for ", expected,
+        " extents, the daemon answered ", response.extents_size()));
+  }
   std::vector<Extent> extents;
   extents.reserve(response.extents_size());
   for (const v1::Extent& e : response.extents()) {
+    // Never a pointer outside this mapping, whatever the daemon (or a
+    // damaged region) answers.
+    SHMALLOC_RETURN_IF_ERROR(
+        CheckExtent(e.offset(), e.size_bytes(), "the daemon's extent"));
+    if (e.size_bytes() < size) {
+      return absl::DataLossError(absl::StrCat(
+          "Allocate on region '", info_.name, "': extent at ", e.offset(),
+          " has ", e.size_bytes(), " bytes, ", size, " were asked for"));
+    }
     extents.push_back({e.offset(), e.size_bytes()});
   }
   return extents;
@@ -104,6 +160,7 @@ absl::Status Region::Free(uint64_t offset, uint64_t generation) {
 
 absl::Status Region::Free(std::span<const uint64_t> offsets,
                           uint64_t generation) {
+  SHMALLOC_RETURN_IF_ERROR(CheckIncarnation());
   v1::FreeRequest request;
   request.set_region(info_.name);
   request.mutable_offsets()->Add(offsets.begin(), offsets.end());

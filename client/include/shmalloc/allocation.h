@@ -54,7 +54,8 @@ class Allocation {
   uint64_t generation() const { return generation_; }
   // Returns true when this handle frees on destruction.
   bool owning() const { return owning_; }
-  // Returns the address in this process, nullptr when empty.
+  // Returns the address in this process; nullptr (an empty span) when empty
+  // or when the extent is not inside the region's heap as mapped here.
   void* data() const;
   std::span<std::byte> span() const;
   const std::shared_ptr<Region>& region() const { return region_; }
@@ -62,8 +63,10 @@ class Allocation {
   // Gives up ownership and returns the extent; the handle becomes empty.
   Extent Release();
   // Frees the extent now (whether owning or not) and empties the handle.
-  // FAILED_PRECONDITION when empty or when the daemon refuses (already
-  // freed, region reset); other errors as Region::Free. On error the handle
+  // FAILED_PRECONDITION when empty, when the region was reset since
+  // (generation() is not the region's; refused here, no RPC) or deleted and
+  // re-created since (Region::CheckIncarnation), or when the daemon refuses
+  // (already freed); other errors as Region::Free. On error the handle
   // is unchanged and a later Free() or the destructor retries the same
   // request (see above).
   absl::Status Free();

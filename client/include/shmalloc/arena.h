@@ -24,10 +24,27 @@
 // and no two allocations made since the last Reset overlap.
 //
 // Epochs: each thread's chunk is tagged with the shared reset epoch and this
-// Arena's rewind count; a Reset or Rewind makes every chunk of this process
-// stale (a Reset those of every process too). Rewind does not reach other
-// processes' chunks: in chunked mode rewind only when no other process
-// allocates on the same cursor.
+// Arena's id; a Reset bumps the epoch (every process's chunks go stale) and
+// a Reset or Rewind gives this Arena a fresh id (this process's chunks go
+// stale). Rewind does not reach other processes' chunks: in chunked mode
+// rewind only when no other process allocates on the same cursor.
+//
+// Trust: the shared cursor lies in memory every process that maps the region
+// can write. Bounds [begin, end) are checked against this process's mapping
+// when the Arena is made (Create and Open; DATA_LOSS if they do not fit), and
+// every chunk or direct claim is checked on the cursor value it used (one
+// predictable branch, in shmalloc::Arena::Allocate): a cursor outside
+// [begin, end] is DATA_LOSS from Allocate and nullptr from TryAllocate,
+// never a pointer outside the mapping. The inline fast path only bumps
+// inside a chunk that passed that check.
+//
+// Lifetime of an extent arena (M10): the extent belongs to its creator's
+// session unless created detached. When the creator's Arena is destroyed or
+// its session ends, the daemon frees the extent and may hand it to someone
+// else; Arenas that Open()ed it elsewhere are not told. Share an extent arena
+// across processes only when created with ArenaOptions::detached (then free
+// it explicitly with Region::Free when every user is done), or while the
+// creator provably outlives every opener.
 //
 // Figures: claimed_bytes counts what this Arena moved the shared cursor by,
 // except alignment padding in front of direct-mode allocations (chunks and
@@ -35,8 +52,8 @@
 // <= 64 there is none).
 //
 // Thread-safety: Allocate, TryAllocate, Mark, Flush and Stats are thread-safe
-// and lock-free; the slow path that claims a chunk takes a process-local
-// mutex only when the thread's slot holds another Arena's chunk.
+// and lock-free; the slow path takes a process-local mutex only when it
+// evicts another Arena's chunk from a thread's full table of 8 slots.
 // Reset and Rewind REQUIRE that no thread of any process allocates
 // concurrently. The Arena must outlive its use by every thread.
 #ifndef CLIENT_INCLUDE_SHMALLOC_ARENA_H_
@@ -63,12 +80,19 @@ namespace internal {
 // One thread's chunk of one Arena: [cursor, end) is private to the thread.
 struct ArenaChunk {
   uint64_t arena_id;  // Arena::id_ of the owner; 0 = empty
-  uint64_t epoch;     // the owner's epoch when claimed
+  uint64_t epoch;     // the shared reset epoch when claimed
   uint64_t cursor;    // next free offset in the chunk
   uint64_t end;       // one past the chunk
 };
-inline constexpr uint64_t kArenaChunkSlots = 8;  // per thread, direct-mapped
-extern thread_local ArenaChunk tls_arena_chunks[kArenaChunkSlots]
+// Per thread: an Arena's chunk normally sits in its home slot (id & 7),
+// which the inline fast path checks; the slow path looks in the other slots
+// before claiming a chunk, and moves a displaced chunk there instead of
+// retiring it, so Arenas whose ids collide keep their chunks (review M8).
+inline constexpr uint64_t kArenaChunkSlots = 8;
+// constinit (zero-initialised, defined in arena.cc): code that includes this
+// header sees that no dynamic initialisation exists, so it reaches the array
+// through the thread pointer directly, with no call to a TLS init wrapper.
+extern thread_local constinit ArenaChunk tls_arena_chunks[kArenaChunkSlots]
     __attribute__((tls_model("initial-exec")));
 }  // namespace internal
 
@@ -113,7 +137,8 @@ class Arena {
   // (owned by this session unless options.detached; this Arena frees it on
   // destruction unless detached). INVALID_ARGUMENT for bad options,
   // RESOURCE_EXHAUSTED when the daemon has no room, DATA_LOSS when the
-  // metadata is not an arena's, errors of Region::Allocate.
+  // metadata is not an arena's or its bounds are not inside the region's
+  // heap as mapped here, errors of Region::Allocate.
   static absl::StatusOr<std::unique_ptr<Arena>> Create(
       std::shared_ptr<Region> region, ArenaOptions options = {});
   // Attaches to an arena another process created in `region` at `offset`
@@ -136,7 +161,9 @@ class Arena {
                     uint64_t alignment = kDefaultAlignment) noexcept;
   // Returns the offset of `size` bytes aligned to `alignment` (0 = 16).
   // INVALID_ARGUMENT (size 0, bad alignment, size > capacity),
-  // RESOURCE_EXHAUSTED. Thread-safe; lock-free.
+  // RESOURCE_EXHAUSTED, DATA_LOSS (the shared cursor was found outside
+  // [begin, end]: damaged metadata; only a Reset repairs it).
+  // Thread-safe; lock-free.
   absl::StatusOr<uint64_t> Allocate(uint64_t size,
                                     uint64_t alignment = kDefaultAlignment);
 
@@ -178,25 +205,35 @@ class Arena {
   // acquire on the shared epoch: pairs with shmalloc::Arena::Reset's release
   // (cursor rewound before the epoch bump), so a chunk claimed after this
   // load with the new epoch comes from post-reset space (review item M7).
+  // One load: local invalidation (Rewind) changes id_ instead.
   uint64_t CurrentEpoch() const {
-    return shared_epoch_->load(std::memory_order_acquire) +
-           rewinds_.load(std::memory_order_relaxed);
+    return shared_epoch_->load(std::memory_order_acquire);
   }
+  // The bump inside the calling thread's chunk in its home slot; nullptr
+  // when that misses (no chunk, stale, full, bad arguments).
+  void* TryChunk(uint64_t size, uint64_t alignment) noexcept;
   void* AllocateSlow(uint64_t size, uint64_t alignment) noexcept;
+  absl::StatusOr<uint64_t> Slow(uint64_t size, uint64_t alignment);
   absl::StatusOr<uint64_t> Direct(uint64_t size, uint64_t alignment);
   void Retire(internal::ArenaChunk& chunk);
+  // Retires (or drops, when stale or its Arena is gone) a chunk of any Arena
+  // and empties the slot.
+  void Evict(internal::ArenaChunk& chunk);
+  // Gives this Arena a fresh id, so every chunk of this process is stale.
+  void Renumber();
 
   std::shared_ptr<Region> region_;
   std::unique_ptr<shmalloc::Arena> cursor_;    // the shared cursor
   const std::atomic<uint64_t>* shared_epoch_;  // bumped by every Reset
   std::byte* base_;                            // region_->base()
-  uint64_t id_;     // unique in this process, never reused, != 0
+  // Unique in this process, never reused, != 0; changed by Reset and Rewind
+  // (which require quiescence), read relaxed by the fast path.
+  std::atomic<uint64_t> id_{0};
   uint64_t begin_;  // bump space
   uint64_t end_;
   uint64_t extent_offset_;  // 0 on an ARENA region
   bool owns_extent_;        // free the extent on destruction
   ArenaOptions options_;
-  std::atomic<uint64_t> rewinds_{0};  // local part of the chunk epoch
   std::atomic<uint64_t> claimed_bytes_{0};
   std::atomic<uint64_t> handed_out_bytes_{0};
   std::atomic<uint64_t> leftover_bytes_{0};
@@ -205,14 +242,31 @@ class Arena {
   std::atomic<uint64_t> failed_allocations_{0};
 };
 
-inline void* Arena::TryAllocate(uint64_t size, uint64_t alignment) noexcept {
+inline void* Arena::TryChunk(uint64_t size, uint64_t alignment) noexcept {
+  const uint64_t id = id_.load(std::memory_order_relaxed);
   internal::ArenaChunk& c =
-      internal::tls_arena_chunks[id_ & (internal::kArenaChunkSlots - 1)];
+      internal::tls_arena_chunks[id & (internal::kArenaChunkSlots - 1)];
   // alignment - 1 < kMaxAlignment with no common bits: a power of two.
-  if (c.arena_id == id_ && alignment - 1 < kMaxAlignment &&
+  if (c.arena_id == id && alignment - 1 < kMaxAlignment &&
       (alignment & (alignment - 1)) == 0 && c.epoch == CurrentEpoch()) {
     const uint64_t at = (c.cursor + alignment - 1) & ~(alignment - 1);
     // size - 1 wraps for size 0, sending it to the slow path.
+    if (at <= c.end && size - 1 < c.end - at) {
+      c.cursor = at + size;
+      return base_ + at;
+    }
+  }
+  return nullptr;
+}
+
+inline void* Arena::TryAllocate(uint64_t size, uint64_t alignment) noexcept {
+  // TryChunk's body again, so the hit returns without testing for nullptr.
+  const uint64_t id = id_.load(std::memory_order_relaxed);
+  internal::ArenaChunk& c =
+      internal::tls_arena_chunks[id & (internal::kArenaChunkSlots - 1)];
+  if (c.arena_id == id && alignment - 1 < kMaxAlignment &&
+      (alignment & (alignment - 1)) == 0 && c.epoch == CurrentEpoch()) {
+    const uint64_t at = (c.cursor + alignment - 1) & ~(alignment - 1);
     if (at <= c.end && size - 1 < c.end - at) {
       c.cursor = at + size;
       return base_ + at;

@@ -13,7 +13,20 @@
 // generation an allocation was made in (Allocation::generation()) and call
 // CheckGeneration before trusting an old offset. A region deleted while
 // mapped stays mapped here (the memory is valid until the Region goes away);
-// daemon calls on it return NOT_FOUND.
+// daemon calls on it return NOT_FOUND. A region deleted and re-created under
+// the same name is another region (another incarnation): every call of this
+// Region that sends or receives offsets (Allocate*, Free, and so Allocation,
+// Arena and BlockCache) first checks that the data file in the shm directory
+// is still the file mapped here and answers FAILED_PRECONDITION ("stale:
+// region ... was deleted and re-created") otherwise, never an offset of the
+// new region through the old mapping nor a Free of the new region's blocks.
+//
+// Trust: the daemon's extents are checked against this mapping (the heap
+// bounds the daemon described, which OpenRegion checked against the file's
+// size): an extent outside [heap_begin, heap_end) is DATA_LOSS, never a
+// pointer. The segment header is client-writable; only generation() is read
+// from it after the open, and only as a hint (the daemon's Free checks the
+// generation it keeps itself).
 //
 // Lifetime: shared (std::shared_ptr) by Allocations, Arenas and BlockCaches
 // made from it; the mapping and the session last until the last of them.
@@ -26,6 +39,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -49,6 +63,8 @@ class Region : public std::enable_shared_from_this<Region> {
   uint64_t size_bytes() const { return info_.size_bytes; }
   uint64_t heap_begin() const { return info_.heap_begin; }
   uint64_t heap_end() const { return info_.heap_end; }
+  // Returns the incarnation the daemon described when the region was opened.
+  uint64_t incarnation() const { return info_.incarnation; }
   // Returns the address of offset 0 (the segment header) in this process.
   std::byte* base() const { return base_; }
 
@@ -58,6 +74,23 @@ class Region : public std::enable_shared_from_this<Region> {
   // Returns OK when the region's generation is still `generation`, otherwise
   // FAILED_PRECONDITION ("stale: region was reset"). Thread-safe; lock-free.
   absl::Status CheckGeneration(uint64_t generation) const;
+  // Returns OK while the region's data file in the shm directory is the file
+  // mapped here (or is gone: the daemon then answers NOT_FOUND), otherwise
+  // FAILED_PRECONDITION ("stale: region was deleted and re-created"). One
+  // stat(2). Thread-safe.
+  absl::Status CheckIncarnation() const;
+  // Returns OK when [offset, offset + size) is a non-empty range inside
+  // [heap_begin, heap_end) of this mapping, otherwise DATA_LOSS naming
+  // `what` (an extent from the daemon or the shared memory that is not in
+  // the heap means damaged metadata, not a caller's mistake). Thread-safe.
+  absl::Status CheckExtent(uint64_t offset, uint64_t size,
+                           std::string_view what) const {
+    if (offset >= info_.heap_begin && offset < info_.heap_end && size > 0 &&
+        size <= info_.heap_end - offset) [[likely]] {
+      return absl::OkStatus();
+    }
+    return BadExtent(offset, size, what);
+  }
 
   // Returns the address of `offset`, or nullptr when offset is outside
   // [heap_begin, heap_end). Thread-safe; lock-free.
@@ -76,9 +109,12 @@ class Region : public std::enable_shared_from_this<Region> {
 
   // Allocates `size` bytes through the daemon (one RPC). The handle frees it
   // on destruction unless options.detached or Release(). INVALID_ARGUMENT,
-  // RESOURCE_EXHAUSTED, NOT_FOUND (region deleted), UNAVAILABLE. On an ARENA
-  // region allocate with options.detached (an arena frees only as a whole:
-  // the handle's Free would be FAILED_PRECONDITION) or, faster, an Arena.
+  // RESOURCE_EXHAUSTED, NOT_FOUND (region deleted), UNAVAILABLE,
+  // FAILED_PRECONDITION (region deleted and re-created since it was opened),
+  // DATA_LOSS (the daemon answered an extent outside this mapping's heap). On
+  // an ARENA region allocate with options.detached (an arena frees only as a
+  // whole: the handle's Free would be FAILED_PRECONDITION) or, faster, an
+  // Arena.
   absl::StatusOr<Allocation> Allocate(uint64_t size,
                                       const AllocateOptions& options = {});
   // Allocates `count` blocks of `size` bytes in one RPC; all or nothing.
@@ -92,6 +128,7 @@ class Region : public std::enable_shared_from_this<Region> {
       uint64_t size, uint32_t count, const AllocateOptions& options = {},
       uint64_t* generation = nullptr);
   // Frees live allocations (any session's), all or nothing; one logical RPC,
+  // after CheckIncarnation (FAILED_PRECONDITION when re-created),
   // resent with the same request id when its outcome was lost in a daemon
   // restart, so never applied twice. `generation`: the one they were
   // allocated in (a reset since makes it FAILED_PRECONDITION); 0 =
@@ -120,7 +157,13 @@ class Region : public std::enable_shared_from_this<Region> {
  private:
   std::shared_ptr<internal::Connection> connection_;
   RegionInfo info_;
-  std::byte* base_;  // mapping of info_.size_bytes bytes
+  absl::Status BadExtent(uint64_t offset, uint64_t size,
+                         std::string_view what) const;
+
+  std::byte* base_;   // mapping of info_.size_bytes bytes
+  std::string path_;  // the data file in this process's view of the shm dir
+  uint64_t file_dev_ = 0;  // st_dev and st_ino of the mapped file when the
+  uint64_t file_ino_ = 0;  // Region was made; 0 = unknown (check skipped)
 };
 
 }  // namespace shmalloc::client

@@ -61,6 +61,10 @@ struct RegionInfo {
   uint64_t heap_end = 0;    // one past the last allocatable offset
   std::vector<uint64_t> size_classes;    // SLAB size classes, bytes
   uint64_t quota_bytes_per_session = 0;  // 0 = no quota
+  // Random, fixed at creation: a region deleted and re-created under the
+  // same name has another incarnation (never 0 for a region the daemon
+  // describes).
+  uint64_t incarnation = 0;
 };
 
 // One session's share of a region. Mirrors shmalloc.v1.SessionUsage.
