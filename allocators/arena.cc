@@ -73,6 +73,39 @@ absl::StatusOr<std::unique_ptr<Arena>> Arena::Create(
   return absl::WrapUnique(new Arena(m, options.begin, options.end));
 }
 
+absl::StatusOr<std::unique_ptr<Arena>> Arena::Reformat(
+    std::span<std::byte> meta, const AllocatorOptions& options) {
+  SHMALLOC_ASSIGN_OR_RETURN(uint64_t needed, MetadataBytes(options));
+  if (meta.size() < needed) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("arena metadata span of ", meta.size(),
+                     " bytes is smaller than the ", needed, " bytes needed"));
+  }
+  SHMALLOC_RETURN_IF_ERROR(CheckSpanAlignment(meta));
+  auto* m = reinterpret_cast<ArenaMeta*>(meta.data());
+  // The cursor first, the epoch last (release): see Reset.
+  m->cursor.store(options.begin, std::memory_order_relaxed);
+  std::atomic_ref<uint64_t>(m->header.magic)
+      .store(kMetaMagic, std::memory_order_relaxed);
+  m->header.layout_version = kMetaLayoutVersion;
+  m->header.strategy = static_cast<uint32_t>(Strategy::kArena);
+  m->header.begin = options.begin;
+  m->header.end = options.end;
+  m->header.meta_bytes = needed;
+  m->header.param = 0;
+  std::fill(std::begin(m->header.reserved), std::end(m->header.reserved), 0);
+  std::fill(std::begin(m->reserved0), std::end(m->reserved0), 0);
+  m->reserved1 = 0;
+  std::fill(std::begin(m->reserved2), std::end(m->reserved2), 0);
+  m->layout_version = kArenaLayoutVersion;
+  const uint64_t capacity = options.end - options.begin;
+  if (m->peak_used_bytes.load(std::memory_order_relaxed) > capacity) {
+    m->peak_used_bytes.store(capacity, std::memory_order_relaxed);
+  }
+  m->epoch.fetch_add(1, std::memory_order_release);
+  return absl::WrapUnique(new Arena(m, options.begin, options.end));
+}
+
 absl::StatusOr<std::unique_ptr<Arena>> Arena::Attach(
     std::span<std::byte> meta) {
   SHMALLOC_RETURN_IF_ERROR(ValidateMetaHeader(meta, Strategy::kArena));

@@ -134,6 +134,18 @@ class Arena final : public OffsetAllocator {
   static absl::StatusOr<std::unique_ptr<Arena>> Attach(
       std::span<std::byte> meta);
 
+  // Rewrites `meta` from `options` alone, whatever it holds (the daemon's
+  // ResetRegion: the metadata lies in memory every client can write, so a
+  // reset must not trust it): the cursor first (begin), then every header
+  // and layout word, the peak clamped to the capacity, and last the epoch
+  // bumped (release), so markers and chunks of before are stale. The epoch
+  // keeps counting (it never goes back, whatever a client wrote). Same
+  // errors as Create. Restartable: run again after a crash at any store, it
+  // ends in a formatted, empty arena.
+  // REQUIRES: no concurrent Allocate (chunks claimed meanwhile are stale).
+  static absl::StatusOr<std::unique_ptr<Arena>> Reformat(
+      std::span<std::byte> meta, const AllocatorOptions& options);
+
   Arena(const Arena&) = delete;
   Arena& operator=(const Arena&) = delete;
 

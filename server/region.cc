@@ -36,6 +36,13 @@ absl::Status Region::Reset(bool force) {
   absl::MutexLock lock(&mu_);
   SHMALLOC_RETURN_IF_ERROR(CheckAlive());
   const AllocatorStats before = allocator_->Stats();
+  if (strategy_ == Strategy::kArena && !force && before.used_bytes > 0) {
+    // Clients may hold chunks and pointers into it: only the caller can
+    // know they are done (a damaged cursor reads as a full arena here).
+    return absl::FailedPreconditionError(absl::StrCat(
+        "ARENA region ", name_, " has ", before.used_bytes,
+        " bytes allocated; reset with force once no client uses them"));
+  }
   if (strategy_ != Strategy::kArena && !force && before.live_allocations > 0) {
     const uint64_t owned = owners_->owned_allocations();
     return absl::FailedPreconditionError(absl::StrCat(

@@ -146,9 +146,10 @@ class Region {
                                               const FreeArgs& args = {});
 
   // Frees everything and bumps the generation. FAILED_PRECONDITION when
-  // allocations are live and !force (never for ARENA: it frees only as a
-  // whole);
-  // NOT_FOUND when the region was deleted. Thread-safe.
+  // allocations are live (ARENA: the cursor is not at the heap's start, or
+  // is damaged) and !force; NOT_FOUND when the region was deleted. ARENA:
+  // the shared metadata is re-formatted from the meta file's geometry
+  // (Arena::Reformat), never trusted. Thread-safe.
   [[nodiscard]] absl::Status Reset(bool force);
 
   // Marks the region deleted (every later operation is NOT_FOUND; the meta

@@ -8,6 +8,7 @@
 
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
+#include "allocators/arena.h"
 #include "allocators/buddy.h"
 #include "allocators/factory.h"
 #include "common/log.h"
@@ -482,11 +483,14 @@ absl::Status Region::Attach() {
 absl::Status Region::ApplyReset() {
   RegionMetaHeader* h = meta();
   if (strategy_ == Strategy::kArena) {
-    // The arena's metadata is in the data file, shared with clients that
-    // bump its cursor: reset it in place rather than re-format under them.
-    SHMALLOC_ASSIGN_OR_RETURN(std::unique_ptr<OffsetAllocator> arena,
-                              AttachAllocator(allocator_meta_));
-    arena->Reset();
+    // The arena's metadata is in the data file, which every client can
+    // write: re-format it from the daemon's geometry instead of trusting
+    // (or attaching) what is there. Cursor first, epoch last (Arena::Reset
+    // explains the order); restartable, so Open finishes it after a crash.
+    UndoLog::MarkCrashPoint();
+    SHMALLOC_ASSIGN_OR_RETURN(
+        std::unique_ptr<Arena> arena,
+        Arena::Reformat(allocator_meta_, OptionsFromMeta(*h)));
     if (allocator_ != nullptr) allocator_ = std::move(arena);
   } else {
     // Re-format from the daemon's geometry: idempotent, so a crash at any

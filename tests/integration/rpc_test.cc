@@ -366,7 +366,7 @@ TEST_F(RpcTest, ZeroAlignmentAndZeroCountMeanTheDefaults) {
   }
 }
 
-TEST_F(RpcTest, ArenaAllocatesByRpcAndResetsWithoutForce) {
+TEST_F(RpcTest, ArenaAllocatesByRpcAndResetsOnlyWithForce) {
   absl::StatusOr<v1::Region> region =
       CreateRegion(stub(), "arena", v1::STRATEGY_ARENA);
   ASSERT_THAT(region, IsOk());
@@ -390,7 +390,13 @@ TEST_F(RpcTest, ArenaAllocatesByRpcAndResetsWithoutForce) {
   // An arena's allocations belong to no session.
   EXPECT_EQ(stats->sessions_size(), 0);
 
-  absl::StatusOr<v1::Region> reset = ResetRegion(stub(), "arena");
+  // Clients may still use what the cursor handed out: without force the
+  // reset is refused and nothing moves.
+  EXPECT_THAT(ResetRegion(stub(), "arena"),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+  ASSERT_THAT(GetRegionStats(stub(), "arena"), IsOk());
+  EXPECT_EQ(GetRegionStats(stub(), "arena")->used_bytes(), stats->used_bytes());
+  absl::StatusOr<v1::Region> reset = ResetRegion(stub(), "arena", true);
   ASSERT_THAT(reset, IsOk());
   EXPECT_EQ(reset->generation(), region->generation() + 1);
   stats = GetRegionStats(stub(), "arena");
