@@ -1,0 +1,227 @@
+#!/usr/bin/python3
+"""A data loader three ways: N worker processes fill NumPy batches and a
+consumer (the training loop) reads them.
+
+  shmalloc       workers allocate each batch in a shmalloc region, fill it
+                 in place and send a Handle (4 numbers) through the queue;
+                 the consumer adopts it, reads it without copying, frees it.
+                 The daemon knows who holds every batch and frees the
+                 batches of a worker that dies.
+  pickle         workers put the ndarray itself on a multiprocessing.Queue
+                 (pickled: copied into the pipe and out again).
+  shared_memory  workers create a multiprocessing.shared_memory block per
+                 batch and send its name; the consumer attaches, reads and
+                 unlinks it. Nobody owns a block in flight: a dead worker's
+                 blocks stay in /dev/shm.
+
+Usage (a daemon must be running, or pass --shmallocd to start a private one):
+
+  /usr/bin/python3 examples/python/data_loader.py --workers 2 --batches 200
+  /usr/bin/python3 examples/python/data_loader.py --mode shmalloc \
+      --shmallocd build/release/server/shmallocd
+
+It prints, per mode, the consumer's throughput and the CPU time spent per
+batch by the workers and the consumer together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import sys
+import time
+from multiprocessing import resource_tracker, shared_memory
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+import shmalloc
+
+MODES = ("shmalloc", "pickle", "shared_memory")
+
+
+def fill_batch(out: np.ndarray, worker: int, index: int) -> None:
+    """Stands in for decoding samples: writes every element of the batch."""
+    out.fill(np.float32(worker * 1_000_000 + index))
+    out[0] = np.float32(index)
+
+
+def check_batch(batch: np.ndarray, worker: int, index: int) -> float:
+    """Stands in for training on the batch: reads every element."""
+    total = float(batch.sum(dtype=np.float64))
+    expected = (float(index) +
+                float(np.float32(worker * 1_000_000 + index)) *
+                (batch.size - 1))
+    if batch[0] != np.float32(index) or abs(total - expected) > 1e-6 * abs(
+            expected) + 1:
+        raise AssertionError(f"batch {worker}/{index} corrupted")
+    return total
+
+
+def worker_main(mode: str, worker: int, batches: int, items: int,
+                queue: "mp.Queue", start: Any, socket: Optional[str],
+                region_name: str) -> None:
+    """One loader worker: waits for `start`, then produces `batches`."""
+    region = None
+    if mode == "shmalloc":
+        client = shmalloc.Client(socket, client_name=f"loader-worker-{worker}")
+        region = client.region(region_name)
+    start.wait()
+    cpu0 = time.process_time()
+    for index in range(batches):
+        if mode == "shmalloc":
+            block = region.allocate(items * 4, detached=True)
+            fill_batch(block.ndarray(np.float32, items), worker, index)
+            queue.put((worker, index, block.detach()))
+        elif mode == "pickle":
+            batch = np.empty(items, dtype=np.float32)
+            fill_batch(batch, worker, index)
+            queue.put((worker, index, batch))
+        else:
+            shm = shared_memory.SharedMemory(create=True, size=items * 4)
+            fill_batch(np.ndarray(items, np.float32, shm.buf), worker, index)
+            # The consumer unlinks it: hand the tracker's duty over too.
+            resource_tracker.unregister(shm._name, "shared_memory")
+            name = shm.name
+            shm.close()
+            queue.put((worker, index, name))
+    queue.put(("done", worker, time.process_time() - cpu0))
+
+
+def consume(mode: str, item: Any, items: int,
+            client: Optional[shmalloc.Client]) -> float:
+    """Reads one batch as the training loop would, then releases it."""
+    worker, index, payload = item
+    if mode == "shmalloc":
+        with client.adopt(payload) as block:  # freed at the end of the block
+            return check_batch(block.ndarray(np.float32, items), worker, index)
+    if mode == "pickle":
+        return check_batch(payload, worker, index)
+    shm = shared_memory.SharedMemory(name=payload)
+    try:
+        batch = np.ndarray(items, np.float32, shm.buf)
+        total = check_batch(batch, worker, index)
+        del batch
+        return total
+    finally:
+        shm.close()
+        shm.unlink()
+        # Attaching registered it with the tracker (Python < 3.13); unlink
+        # unregistered it again.
+
+
+def run(mode: str, workers: int, batches_per_worker: int, batch_bytes: int,
+        socket: Optional[str] = None, prefetch: int = 4) -> Dict[str, Any]:
+    """Runs one loader and returns its figures: batches, bytes, seconds,
+    gb_per_s, cpu_ms_per_batch (workers + consumer)."""
+    items = batch_bytes // 4
+    ctx = mp.get_context("spawn")  # fresh interpreters: no inherited threads
+    queue = ctx.Queue(maxsize=prefetch * workers)
+    start = ctx.Event()
+    client = None
+    region_name = f"loader-{os.getpid()}"
+    if mode == "shmalloc":
+        client = shmalloc.Client(socket, client_name="loader-consumer")
+        # Room for every batch in flight (queue + one being filled per
+        # worker + one being read), twice over.
+        size = 2 * (prefetch * workers + 2 * workers + 1) * (batch_bytes + 4096)
+        client.create_region(region_name, "free_list", size)
+    procs = [ctx.Process(target=worker_main,
+                         args=(mode, w, batches_per_worker, items, queue,
+                               start, socket, region_name))
+             for w in range(workers)]
+    for p in procs:
+        p.start()
+    try:
+        total_batches = workers * batches_per_worker
+        done = 0
+        worker_cpu = 0.0
+        consumed = 0
+        cpu0 = time.process_time()
+        t0 = time.perf_counter()
+        start.set()
+        while done < workers:
+            item = queue.get(timeout=120)
+            if item[0] == "done":
+                done += 1
+                worker_cpu += item[2]
+                continue
+            consume(mode, item, items, client)
+            consumed += 1
+        seconds = time.perf_counter() - t0
+        consumer_cpu = time.process_time() - cpu0
+        for p in procs:
+            p.join(timeout=60)
+            if p.exitcode != 0:
+                raise RuntimeError(f"worker exit code {p.exitcode}")
+        if consumed != total_batches:
+            raise RuntimeError(f"consumed {consumed} of {total_batches}")
+        if client is not None:
+            left = client.stats(region_name)["regions"][0]["live_allocations"]
+            if left != 0:
+                raise RuntimeError(f"{left} batches still allocated")
+        total_bytes = consumed * items * 4
+        return {
+            "mode": mode, "workers": workers, "batches": consumed,
+            "batch_bytes": items * 4, "seconds": seconds,
+            "gb_per_s": total_bytes / seconds / 1e9,
+            "cpu_ms_per_batch": (worker_cpu + consumer_cpu) * 1e3 / consumed,
+            "consumer_cpu_ms_per_batch": consumer_cpu * 1e3 / consumed,
+        }
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+                p.join()
+        if client is not None:
+            try:
+                client.delete_region(region_name, force=True)
+            finally:
+                client.close()
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mode", choices=MODES + ("all",), default="all")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--batches", type=int, default=100,
+                        help="batches per worker")
+    parser.add_argument("--batch-mib", type=float, default=4.0)
+    parser.add_argument("--prefetch", type=int, default=4,
+                        help="batches in flight per worker")
+    parser.add_argument("--socket", default=None,
+                        help="daemon socket (default: $SHMALLOC_SOCKET)")
+    parser.add_argument("--shmallocd", default=None,
+                        help="start a private daemon from this binary")
+    args = parser.parse_args(argv)
+    batch_bytes = int(args.batch_mib * (1 << 20)) // 4 * 4
+    daemon = None
+    if args.shmallocd:
+        from shmalloc.testing import Daemon
+        daemon = Daemon(args.shmallocd).start()
+        args.socket = daemon.socket
+    if args.socket:
+        # Spawned workers connect through the same socket.
+        os.environ["SHMALLOC_SOCKET"] = args.socket
+    try:
+        modes = MODES if args.mode == "all" else (args.mode,)
+        print(f"{args.workers} workers x {args.batches} batches of "
+              f"{batch_bytes / (1 << 20):.1f} MiB float32")
+        print(f"{'mode':<14} {'GB/s':>7} {'CPU ms/batch':>13} "
+              f"{'consumer ms/batch':>18}")
+        for mode in modes:
+            r = run(mode, args.workers, args.batches, batch_bytes,
+                    args.socket, args.prefetch)
+            print(f"{mode:<14} {r['gb_per_s']:>7.2f} "
+                  f"{r['cpu_ms_per_batch']:>13.3f} "
+                  f"{r['consumer_cpu_ms_per_batch']:>18.3f}", flush=True)
+    finally:
+        if daemon is not None:
+            daemon.stop()
+            daemon.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
