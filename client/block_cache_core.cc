@@ -1,14 +1,18 @@
 #include "client/block_cache_core.h"
 
 #include <algorithm>
+#include <bit>
+#include <cstdlib>
+#include <numeric>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/segment_header.h"
 
 namespace shmalloc::client::internal {
 
-thread_local ThreadCacheSlot tls_block_caches[kThreadCacheSlots]
-    __attribute__((tls_model("initial-exec")));
+thread_local constinit ThreadCacheSlot tls_block_caches[kThreadCacheSlots]
+    __attribute__((tls_model("initial-exec"))) = {};
 
 namespace {
 
@@ -41,20 +45,37 @@ std::vector<uint64_t> DefaultSlabClasses() {
 
 // Blocks per Free RPC when flushing.
 constexpr size_t kFlushBatch = 4096;
+// Classes a map entry can name (Tag keeps c + 1 in 8 bits).
+constexpr size_t kMaxClasses = 255;
 
 }  // namespace
 
 BlockCacheCore::BlockCacheCore(std::shared_ptr<Region> region,
                                BlockCacheOptions options,
-                               std::vector<uint64_t> class_sizes)
+                               std::vector<uint64_t> class_sizes,
+                               uint64_t granule)
     : region_(std::move(region)),
       options_(options),
       class_sizes_(std::move(class_sizes)),
-      id_(next_cache_id.fetch_add(1, std::memory_order_relaxed)) {
+      id_(next_cache_id.fetch_add(1, std::memory_order_relaxed)),
+      heap_begin_(region_->heap_begin()),
+      heap_end_(region_->heap_end()),
+      granule_(granule),
+      granule_shift_(std::has_single_bit(granule) ? std::countr_zero(granule)
+                                                  : -1),
+      // One entry per granule; calloc of a large size maps zero pages
+      // lazily, so only the entries of blocks actually handed out cost
+      // memory.
+      owned_(static_cast<uint16_t*>(std::calloc(
+          (heap_end_ - heap_begin_) / granule + 1, sizeof(uint16_t)))),
+      generation_word_(&reinterpret_cast<const SegmentHeader*>(region_->base())
+                            ->generation) {
   for (size_t i = 0; i < class_sizes_.size(); ++i) {
     central_.push_back(std::make_unique<Central>());
   }
 }
+
+BlockCacheCore::~BlockCacheCore() { std::free(owned_); }
 
 absl::StatusOr<std::shared_ptr<BlockCacheCore>> BlockCacheCore::Create(
     std::shared_ptr<Region> region, const BlockCacheOptions& options) {
@@ -69,27 +90,44 @@ absl::StatusOr<std::shared_ptr<BlockCacheCore>> BlockCacheCore::Create(
         ", central_capacity ", options.central_capacity, ")"));
   }
   std::vector<uint64_t> classes;
+  uint64_t granule = 0;
   switch (region->strategy()) {
     case Strategy::kPool:
       classes = {region->info().block_size};
+      // Blocks start at heap_begin + i * block_size.
+      granule = region->info().block_size;
       break;
     case Strategy::kSlab:
       classes = region->info().size_classes.empty()
                     ? DefaultSlabClasses()
                     : region->info().size_classes;
       std::sort(classes.begin(), classes.end());
+      // Objects start at slab + j * class size, slabs at a multiple of a
+      // power of two >= 4096: the largest power of two dividing every class
+      // (at most 4096) divides every object's distance from heap_begin.
+      granule = 4096;
+      for (uint64_t c : classes) {
+        if (c != 0) granule = std::min(granule, c & -c);
+      }
       break;
     default:
       return absl::FailedPreconditionError(absl::StrCat(
           "a BlockCache needs a POOL or SLAB region; '", region->name(),
           "' is ", std::string(StrategyName(region->strategy()))));
   }
-  if (classes.empty() || classes.front() == 0) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("region '", region->name(), "' reports no block size"));
+  if (classes.empty() || classes.front() == 0 || classes.size() > kMaxClasses) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "region '", region->name(), "' reports ", classes.size(),
+        " block sizes, the smallest ", classes.empty() ? 0 : classes.front(),
+        "; a BlockCache serves 1 to ", kMaxClasses, ", none 0"));
   }
-  return std::shared_ptr<BlockCacheCore>(
-      new BlockCacheCore(std::move(region), options, std::move(classes)));
+  std::shared_ptr<BlockCacheCore> core(new BlockCacheCore(
+      std::move(region), options, std::move(classes), granule));
+  if (core->owned_ == nullptr) {
+    return absl::ResourceExhaustedError(
+        "BlockCache: no memory for the ownership map");
+  }
+  return core;
 }
 
 BlockCacheCore::ThreadCache* BlockCacheCore::GetThreadCacheSlow() {
@@ -114,6 +152,7 @@ BlockCacheCore::ThreadCache* BlockCacheCore::GetThreadCacheSlow() {
       for (std::vector<uint64_t>& list : tc->classes) {
         list.reserve(options_.thread_capacity + 1);
       }
+      tc->generation = Generation();
     }
   }
   std::erase_if(
@@ -123,11 +162,46 @@ BlockCacheCore::ThreadCache* BlockCacheCore::GetThreadCacheSlow() {
   return tc;
 }
 
-absl::StatusOr<uint64_t> BlockCacheCore::Refill(std::vector<uint64_t>& list,
-                                                int c) {
+void BlockCacheCore::DropStale(ThreadCache* tc, uint64_t gen) {
+  uint64_t dropped = 0;
+  for (std::vector<uint64_t>& list : tc->classes) {
+    dropped += list.size();
+    list.clear();
+  }
+  stale_blocks_.fetch_add(dropped, std::memory_order_relaxed);
+  tc->generation = gen;
+}
+
+absl::Status BlockCacheCore::CheckIncarnation() {
+  absl::Status s = region_->CheckIncarnation();
+  if (!s.ok()) {
+    generation_word_.store(&poisoned_, std::memory_order_relaxed);
+  }
+  return s;
+}
+
+absl::StatusOr<uint64_t> BlockCacheCore::AllocateSlow(ThreadCache* tc, int c,
+                                                      uint64_t gen) {
+  if (gen == kPoisoned) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "stale: BlockCache on region '", region_->name(),
+        "': the region was deleted and re-created; make a new cache"));
+  }
+  if (tc->generation != gen) DropStale(tc, gen);
+  return Refill(tc, c, gen);
+}
+
+absl::StatusOr<uint64_t> BlockCacheCore::Refill(ThreadCache* tc, int c,
+                                                uint64_t gen) {
+  std::vector<uint64_t>& list = tc->classes[c];
   {
     Central& central = *central_[c];
     absl::MutexLock lock(&central.mu);
+    if (central.generation != gen) {
+      stale_blocks_.fetch_add(central.blocks.size(), std::memory_order_relaxed);
+      central.blocks.clear();
+      central.generation = gen;
+    }
     const size_t n = std::min<size_t>(options_.batch, central.blocks.size());
     list.insert(list.end(), central.blocks.end() - n, central.blocks.end());
     central.blocks.resize(central.blocks.size() - n);
@@ -137,31 +211,61 @@ absl::StatusOr<uint64_t> BlockCacheCore::Refill(std::vector<uint64_t>& list,
     // The largest power of two dividing the block size, at most 16: a pool
     // refuses alignments above its blocks'.
     const uint64_t alignment = std::min<uint64_t>(16, size & -size);
+    uint64_t allocated_in = 0;
+    // AllocateExtents checks the incarnation around the RPC and every
+    // extent against the mapping (DATA_LOSS).
     absl::StatusOr<std::vector<Extent>> extents = region_->AllocateExtents(
-        size, options_.batch, {.alignment = alignment});
+        size, options_.batch, {.alignment = alignment}, &allocated_in);
     allocate_rpcs_.fetch_add(1, std::memory_order_relaxed);
     if (!extents.ok() && absl::IsResourceExhausted(extents.status()) &&
         options_.batch > 1) {
       // All or nothing: the region may still hold fewer than a batch.
-      extents = region_->AllocateExtents(size, 1, {.alignment = alignment});
+      extents = region_->AllocateExtents(size, 1, {.alignment = alignment},
+                                         &allocated_in);
       allocate_rpcs_.fetch_add(1, std::memory_order_relaxed);
     }
-    if (!extents.ok()) return extents.status();
+    if (!extents.ok()) {
+      if (absl::IsFailedPrecondition(extents.status())) {
+        CheckIncarnation().IgnoreError();  // poisons when re-created
+      }
+      return extents.status();
+    }
     blocks_from_daemon_.fetch_add(extents->size(), std::memory_order_relaxed);
+    for (const Extent& e : *extents) {
+      if (e.size_bytes < size || (e.offset - heap_begin_) % granule_ != 0) {
+        return absl::DataLossError(absl::StrCat(
+            "BlockCache on region '", region_->name(),
+            "': the daemon's block [", e.offset, ", +", e.size_bytes,
+            ") is not a ", size, "-byte block of this region"));
+      }
+    }
+    if (allocated_in != gen) {
+      // Reset while the cache was refilling: these blocks are the new
+      // generation's, whatever the thread's lists held is not.
+      DropStale(tc, allocated_in);
+    }
     for (auto it = extents->rbegin(); it != extents->rend(); ++it) {
       list.push_back(it->offset);
     }
+    gen = allocated_in;
   }
   const uint64_t offset = list.back();
   list.pop_back();
+  Owned(Index(offset)).store(Tag(gen, c), std::memory_order_relaxed);
   return offset;
 }
 
-absl::Status BlockCacheCore::Drain(std::vector<uint64_t>& list, int c) {
+absl::Status BlockCacheCore::Drain(std::vector<uint64_t>& list, int c,
+                                   uint64_t gen) {
   std::vector<uint64_t> to_daemon;
   {
     Central& central = *central_[c];
     absl::MutexLock lock(&central.mu);
+    if (central.generation != gen) {
+      stale_blocks_.fetch_add(central.blocks.size(), std::memory_order_relaxed);
+      central.blocks.clear();
+      central.generation = gen;
+    }
     // The oldest blocks leave; the most recently freed stay hot here.
     central.blocks.insert(central.blocks.end(), list.begin(),
                           list.begin() + options_.batch);
@@ -176,13 +280,20 @@ absl::Status BlockCacheCore::Drain(std::vector<uint64_t>& list, int c) {
   }
   list.erase(list.begin(), list.begin() + options_.batch);
   if (to_daemon.empty()) return absl::OkStatus();
-  return FreeToDaemon(to_daemon);
+  return FreeToDaemon(to_daemon, gen);
 }
 
-absl::Status BlockCacheCore::FreeToDaemon(
-    const std::vector<uint64_t>& offsets) {
+absl::Status BlockCacheCore::FreeToDaemon(const std::vector<uint64_t>& offsets,
+                                          uint64_t generation) {
+  if (generation != Generation()) {
+    // Reset since (the daemon freed them with everything else) or
+    // re-created (poisoned): never sent, so they cannot free someone else's
+    // blocks even where the daemon could not tell (generation 0).
+    stale_blocks_.fetch_add(offsets.size(), std::memory_order_relaxed);
+    return absl::OkStatus();
+  }
   free_rpcs_.fetch_add(1, std::memory_order_relaxed);
-  absl::Status s = region_->Free(offsets);
+  absl::Status s = region_->Free(offsets, generation);
   if (s.ok()) {
     blocks_to_daemon_.fetch_add(offsets.size(), std::memory_order_relaxed);
     return s;
@@ -190,12 +301,16 @@ absl::Status BlockCacheCore::FreeToDaemon(
   if (!absl::IsFailedPrecondition(s) && !absl::IsInvalidArgument(s)) {
     return s;  // e.g. UNAVAILABLE: the daemon reclaims with the session
   }
+  if (!CheckIncarnation().ok() || generation != Generation()) {
+    stale_blocks_.fetch_add(offsets.size(), std::memory_order_relaxed);
+    return s;  // stale: every offset would be refused alike
+  }
   // All or nothing: find the offsets the daemon refuses, free the rest.
   uint64_t rejected = 0;
   absl::Status first_error;
   for (uint64_t offset : offsets) {
     free_rpcs_.fetch_add(1, std::memory_order_relaxed);
-    absl::Status one = region_->Free(offset);
+    absl::Status one = region_->Free(offset, generation);
     if (one.ok()) {
       blocks_to_daemon_.fetch_add(1, std::memory_order_relaxed);
     } else {
@@ -211,40 +326,102 @@ absl::Status BlockCacheCore::FreeToDaemon(
                    " freed block(s), first: ", first_error.message()));
 }
 
+absl::Status BlockCacheCore::RefuseFree(uint64_t offset, uint64_t size, int c,
+                                        uint64_t gen) {
+  refused_frees_.fetch_add(1, std::memory_order_relaxed);
+  const std::string where =
+      absl::StrCat("BlockCache on region '", region_->name(), "': Free(",
+                   offset, ", ", size, ")");
+  if (gen == kPoisoned) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        where, " refused: stale: the region was deleted and re-created"));
+  }
+  const uint64_t rel = offset - heap_begin_;
+  const uint64_t index = Index(offset);
+  if (index * granule_ != rel) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        where, " refused: not the start of a block this cache handed out"));
+  }
+  const uint16_t entry = Owned(index).load(std::memory_order_relaxed);
+  if (entry == 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        where,
+        " refused: not handed out by this cache now (a double free, or a "
+        "block of another cache, process or session)"));
+  }
+  if ((entry >> 8) != (Tag(gen, c) >> 8)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(where,
+                     " refused: stale: handed out before the region was reset "
+                     "(it is at generation ",
+                     gen, ")"));
+  }
+  const int owner_class = (entry & 0xff) - 1;
+  return absl::InvalidArgumentError(
+      absl::StrCat(where, " refused: the block is of the ",
+                   class_sizes_[static_cast<size_t>(owner_class)],
+                   "-byte class, ", size, " bytes are of the ",
+                   class_sizes_[static_cast<size_t>(c)], "-byte class"));
+}
+
 void BlockCacheCore::ReleaseThreadCache(ThreadCache* tc) {
+  // threads_mu_ first (then each central's mutex, the order Flush never
+  // inverts): Flush and Stats read these lists under threads_mu_.
+  absl::MutexLock threads_lock(&threads_mu_);
+  const uint64_t gen = Generation();
   for (size_t c = 0; c < tc->classes.size(); ++c) {
     std::vector<uint64_t>& list = tc->classes[c];
     if (list.empty()) continue;
+    if (tc->generation != gen) {
+      stale_blocks_.fetch_add(list.size(), std::memory_order_relaxed);
+      list.clear();
+      continue;
+    }
     Central& central = *central_[c];
     absl::MutexLock lock(&central.mu);
+    if (central.generation != gen) {
+      stale_blocks_.fetch_add(central.blocks.size(), std::memory_order_relaxed);
+      central.blocks.clear();
+      central.generation = gen;
+    }
     central.blocks.insert(central.blocks.end(), list.begin(), list.end());
     list.clear();
   }
-  absl::MutexLock lock(&threads_mu_);
   orphans_.push_back(tc);
 }
 
 absl::Status BlockCacheCore::Flush() {
+  const uint64_t gen = Generation();
   std::vector<uint64_t> all;
+  uint64_t stale = 0;
   {
     absl::MutexLock lock(&threads_mu_);
     for (const std::unique_ptr<ThreadCache>& tc : threads_) {
       for (std::vector<uint64_t>& list : tc->classes) {
-        all.insert(all.end(), list.begin(), list.end());
+        if (tc->generation == gen) {
+          all.insert(all.end(), list.begin(), list.end());
+        } else {
+          stale += list.size();
+        }
         list.clear();
       }
     }
   }
   for (const std::unique_ptr<Central>& central : central_) {
     absl::MutexLock lock(&central->mu);
-    all.insert(all.end(), central->blocks.begin(), central->blocks.end());
+    if (central->generation == gen) {
+      all.insert(all.end(), central->blocks.begin(), central->blocks.end());
+    } else {
+      stale += central->blocks.size();
+    }
     central->blocks.clear();
   }
+  stale_blocks_.fetch_add(stale, std::memory_order_relaxed);
   absl::Status result;
   for (size_t i = 0; i < all.size(); i += kFlushBatch) {
     const size_t n = std::min(kFlushBatch, all.size() - i);
     absl::Status s = FreeToDaemon(
-        std::vector<uint64_t>(all.begin() + i, all.begin() + i + n));
+        std::vector<uint64_t>(all.begin() + i, all.begin() + i + n), gen);
     if (result.ok()) result = s;
   }
   return result;
@@ -257,6 +434,8 @@ BlockCacheStats BlockCacheCore::Stats() const {
   s.blocks_from_daemon = blocks_from_daemon_.load(std::memory_order_relaxed);
   s.blocks_to_daemon = blocks_to_daemon_.load(std::memory_order_relaxed);
   s.rejected_frees = rejected_frees_.load(std::memory_order_relaxed);
+  s.refused_frees = refused_frees_.load(std::memory_order_relaxed);
+  s.stale_blocks = stale_blocks_.load(std::memory_order_relaxed);
   {
     absl::MutexLock lock(&threads_mu_);
     s.thread_caches = threads_.size();

@@ -3,16 +3,20 @@
 // every thread that used it (by weak_ptr), so a thread that exits returns its
 // blocks to the central lists if the cache still exists.
 //
-// Invariants: every offset in a thread list or central list of class c is a
-// live allocation of this session of class_sizes_[c] bytes; a ThreadCache is
-// used by at most one thread at a time (its owner, or none after the owner
-// exited, until another thread adopts it).
+// Invariants: every offset in a thread list or central list of class c was
+// a live allocation of this session of class_sizes_[c] bytes in the list's
+// generation (stale once the region's generation moves on); owned_[i] is
+// Tag(g, c) exactly while the block at granule i was handed to a caller by
+// Allocate in generation g (mod 128) and class c; a ThreadCache is used by
+// at most one thread at a time (its owner, or none after the owner exited,
+// until another thread adopts it).
 // Thread-safety: Allocate/Free thread-safe (see block_cache.h); Flush and
 // Stats REQUIRE quiescence.
 #ifndef CLIENT_BLOCK_CACHE_CORE_H_
 #define CLIENT_BLOCK_CACHE_CORE_H_
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -28,15 +32,21 @@ namespace shmalloc::client::internal {
 
 class BlockCacheCore : public std::enable_shared_from_this<BlockCacheCore> {
  public:
-  // One thread's lists, one per size class; only its owner touches them.
+  // One thread's lists, one per size class; only its owner touches them
+  // (and Flush / the exit hook under threads_mu_, see ReleaseThreadCache).
+  // `generation`: the region generation every block in the lists was
+  // allocated in.
   struct ThreadCache {
     std::vector<std::vector<uint64_t>> classes;
+    uint64_t generation = 0;
   };
 
   // Returns a core over a POOL or SLAB region (see BlockCache::Create).
   static absl::StatusOr<std::shared_ptr<BlockCacheCore>> Create(
       std::shared_ptr<Region> region, const BlockCacheOptions& options);
-  ~BlockCacheCore() = default;
+  ~BlockCacheCore();
+  BlockCacheCore(const BlockCacheCore&) = delete;
+  BlockCacheCore& operator=(const BlockCacheCore&) = delete;
 
   // Returns the class index serving `size`, or -1.
   int ClassOf(uint64_t size) const {
@@ -48,27 +58,46 @@ class BlockCacheCore : public std::enable_shared_from_this<BlockCacheCore> {
   }
   uint64_t class_size(int c) const { return class_sizes_[c]; }
 
-  // The fast paths (see BlockCache::Allocate / Free).
+  // The fast paths (see BlockCache::Allocate / Free). One load of the
+  // region's generation and one compare guard the cached blocks; one store
+  // (Allocate) or one load, compare and store (Free) keep the ownership map.
   absl::StatusOr<uint64_t> Allocate(uint64_t size) {
     const int c = ClassOf(size);
     if (c < 0) return NoClass(size);
-    std::vector<uint64_t>& list = GetThreadCache()->classes[c];
-    if (!list.empty()) {
+    ThreadCache* tc = GetThreadCache();
+    const uint64_t gen = Generation();
+    std::vector<uint64_t>& list = tc->classes[c];
+    if (tc->generation == gen && !list.empty()) [[likely]] {
       const uint64_t offset = list.back();
       list.pop_back();
+      Owned(Index(offset)).store(Tag(gen, c), std::memory_order_relaxed);
       return offset;
     }
-    return Refill(list, c);
+    return AllocateSlow(tc, c, gen);
   }
   absl::Status Free(uint64_t offset, uint64_t size) {
     const int c = ClassOf(size);
     if (c < 0) return NoClass(size);
-    if (offset < region_->heap_begin() || offset >= region_->heap_end()) {
-      return OutOfRange(offset);
+    if (offset < heap_begin_ || offset >= heap_end_) return OutOfRange(offset);
+    const uint64_t rel = offset - heap_begin_;
+    const uint64_t index = Index(offset);
+    const uint64_t gen = Generation();
+    std::atomic_ref<uint16_t> owned = Owned(index);
+    // Handed out by this cache, in this generation, in this class: else a
+    // double free, a foreign or misaligned offset, a wrong size or a stale
+    // block, refused (never re-issued).
+    if (owned.load(std::memory_order_relaxed) != Tag(gen, c) ||
+        index * granule_ != rel) [[unlikely]] {
+      return RefuseFree(offset, size, c, gen);
     }
-    std::vector<uint64_t>& list = GetThreadCache()->classes[c];
+    owned.store(0, std::memory_order_relaxed);
+    ThreadCache* tc = GetThreadCache();
+    if (tc->generation != gen) [[unlikely]] {
+      DropStale(tc, gen);
+    }
+    std::vector<uint64_t>& list = tc->classes[c];
     list.push_back(offset);
-    if (list.size() > options_.thread_capacity) return Drain(list, c);
+    if (list.size() > options_.thread_capacity) return Drain(list, c, gen);
     return absl::OkStatus();
   }
 
@@ -76,7 +105,8 @@ class BlockCacheCore : public std::enable_shared_from_this<BlockCacheCore> {
   absl::Status Flush();
   BlockCacheStats Stats() const;
   // Moves `tc`'s blocks to the central lists and lets another thread adopt
-  // it. Called when its thread exits.
+  // it. Called when its thread exits; takes threads_mu_, so it cannot race
+  // with Flush or Stats (review L2).
   void ReleaseThreadCache(ThreadCache* tc);
 
   const std::shared_ptr<Region>& region() const { return region_; }
@@ -86,26 +116,71 @@ class BlockCacheCore : public std::enable_shared_from_this<BlockCacheCore> {
   struct Central {
     absl::Mutex mu;
     std::vector<uint64_t> blocks ABSL_GUARDED_BY(mu);
+    uint64_t generation ABSL_GUARDED_BY(mu) = 0;  // of every block in it
   };
 
   BlockCacheCore(std::shared_ptr<Region> region, BlockCacheOptions options,
-                 std::vector<uint64_t> class_sizes);
+                 std::vector<uint64_t> class_sizes, uint64_t granule);
+
+  // The region's generation as the segment header says (acquire), or
+  // kPoisoned once the region was found deleted and re-created.
+  uint64_t Generation() const {
+    return generation_word_.load(std::memory_order_relaxed)
+        ->load(std::memory_order_acquire);
+  }
+  // The map entry of a block handed out in `generation`, class c: the
+  // generation's low 7 bits (a block held across 128 resets aliases), bit 15
+  // only for kPoisoned, so a poisoned cache matches no entry.
+  static uint16_t Tag(uint64_t generation, int c) {
+    const uint64_t g = (generation & 0x7f) | ((generation >> 56) & 0x80);
+    return static_cast<uint16_t>((g << 8) | static_cast<uint64_t>(c + 1));
+  }
+  // Index of the map entry of `offset` (in the heap): granule_ is the
+  // largest stride every block start is a multiple of.
+  uint64_t Index(uint64_t offset) const {
+    const uint64_t rel = offset - heap_begin_;
+    return granule_shift_ >= 0 ? rel >> granule_shift_ : rel / granule_;
+  }
+  std::atomic_ref<uint16_t> Owned(uint64_t index) const {
+    return std::atomic_ref<uint16_t>(owned_[index]);
+  }
 
   ThreadCache* GetThreadCache();
   ThreadCache* GetThreadCacheSlow();
-  absl::StatusOr<uint64_t> Refill(std::vector<uint64_t>& list, int c);
-  absl::Status Drain(std::vector<uint64_t>& list, int c);
-  // Frees `offsets` (all of class c) through the daemon, isolating offsets
-  // it refuses when a batch fails.
-  absl::Status FreeToDaemon(const std::vector<uint64_t>& offsets);
+  absl::StatusOr<uint64_t> AllocateSlow(ThreadCache* tc, int c, uint64_t gen);
+  // Empties `tc`'s lists (blocks of an older generation: the reset freed
+  // them) and moves it to `gen`.
+  void DropStale(ThreadCache* tc, uint64_t gen);
+  absl::StatusOr<uint64_t> Refill(ThreadCache* tc, int c, uint64_t gen);
+  absl::Status Drain(std::vector<uint64_t>& list, int c, uint64_t gen);
+  // Frees `offsets` (allocated in `generation`) through the daemon,
+  // isolating offsets it refuses when a batch fails. Blocks of a generation
+  // the region has left are dropped (the reset freed them).
+  absl::Status FreeToDaemon(const std::vector<uint64_t>& offsets,
+                            uint64_t generation);
+  // Region::CheckIncarnation; on failure the cache refuses everything from
+  // then on (Generation() reads kPoisoned).
+  absl::Status CheckIncarnation();
+  absl::Status RefuseFree(uint64_t offset, uint64_t size, int c, uint64_t gen);
   absl::Status NoClass(uint64_t size) const;
   absl::Status OutOfRange(uint64_t offset) const;
+
+  static constexpr uint64_t kPoisoned = ~uint64_t{0};
 
   std::shared_ptr<Region> region_;
   BlockCacheOptions options_;
   std::vector<uint64_t> class_sizes_;  // ascending
   uint64_t id_;                        // unique in this process, never 0
+  uint64_t heap_begin_;
+  uint64_t heap_end_;
+  uint64_t granule_;   // every block start - heap_begin is a multiple
+  int granule_shift_;  // log2(granule_), or -1 when not a power of two
+  uint16_t* owned_;    // one entry per granule: Tag() while handed out
+                       // to a caller, 0 otherwise (calloc: lazy zero)
   std::vector<std::unique_ptr<Central>> central_;  // one per class
+
+  std::atomic<const std::atomic<uint64_t>*> generation_word_;
+  std::atomic<uint64_t> poisoned_{kPoisoned};
 
   mutable absl::Mutex threads_mu_;
   std::vector<std::unique_ptr<ThreadCache>> threads_
@@ -117,6 +192,8 @@ class BlockCacheCore : public std::enable_shared_from_this<BlockCacheCore> {
   std::atomic<uint64_t> blocks_from_daemon_{0};
   std::atomic<uint64_t> blocks_to_daemon_{0};
   std::atomic<uint64_t> rejected_frees_{0};
+  std::atomic<uint64_t> refused_frees_{0};
+  std::atomic<uint64_t> stale_blocks_{0};
 };
 
 // One thread's direct-mapped lookup: cache id -> its ThreadCache.
@@ -125,7 +202,8 @@ struct ThreadCacheSlot {
   BlockCacheCore::ThreadCache* cache;
 };
 inline constexpr uint64_t kThreadCacheSlots = 4;
-extern thread_local ThreadCacheSlot tls_block_caches[kThreadCacheSlots]
+extern thread_local constinit ThreadCacheSlot
+    tls_block_caches[kThreadCacheSlots]
     __attribute__((tls_model("initial-exec")));
 
 inline BlockCacheCore::ThreadCache* BlockCacheCore::GetThreadCache() {

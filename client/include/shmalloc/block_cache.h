@@ -12,14 +12,30 @@
 // a SIGKILLed client's blocks are reclaimed with its session; a clean
 // destruction (or Flush) returns them all with Free RPCs.
 //
-// Invariants (quiescent): blocks held by this cache + blocks handed to
-// callers == blocks_from_daemon - blocks_to_daemon; every cached offset is a
-// live allocation of this session in the daemon.
+// Invariants (quiescent, no reset): blocks held by this cache + blocks
+// handed to callers == blocks_from_daemon - blocks_to_daemon; every cached
+// offset is a live allocation of this session in the daemon.
+//
+// Fencing and trust: the cache remembers which blocks it handed out (one map
+// entry per block: class and generation), so Free refuses, without
+// re-issuing anything, a double free, an offset it did not hand out (another
+// cache's, process's or session's), and a size of another class. Cached
+// blocks carry the region's generation: after a ResetRegion the cache drops
+// them (the reset freed them) and Free refuses blocks handed out before it
+// (FAILED_PRECONDITION "stale"); drains send the generation, so the daemon
+// refuses them too. A region deleted and re-created since the cache was made
+// is found at the next refill or drain, and from then on every call is
+// FAILED_PRECONDITION (make a new cache on a newly opened Region). Every
+// block from the daemon is checked against the mapping (DATA_LOSS).
+// Limit: a block the cache handed out again after a reset looks current, so
+// a Free of the pre-reset handle of that same block is not caught.
 //
 // Thread-safety: Allocate and Free are thread-safe; a thread touches only its
 // own cache except when it moves a batch to or from the central list (a
 // mutex) or the daemon (an RPC). Flush, Stats and the destructor REQUIRE no
-// concurrent Allocate/Free. The BlockCache must outlive its use.
+// concurrent Allocate/Free; a thread that used the cache may exit at any
+// time (its exit hook and Flush serialise on one mutex). The BlockCache must
+// outlive its use.
 #ifndef CLIENT_INCLUDE_SHMALLOC_BLOCK_CACHE_H_
 #define CLIENT_INCLUDE_SHMALLOC_BLOCK_CACHE_H_
 
@@ -51,6 +67,9 @@ struct BlockCacheStats {
   uint64_t cached_blocks = 0;       // held in thread and central lists
   uint64_t thread_caches = 0;       // threads that have used this cache
   uint64_t rejected_frees = 0;      // offsets the daemon refused on drain
+  uint64_t refused_frees = 0;       // Free calls refused here (double, foreign,
+                                    // wrong class, stale)
+  uint64_t stale_blocks = 0;  // cached blocks dropped: the region was reset
 };
 
 class BlockCache {
@@ -69,15 +88,21 @@ class BlockCache {
   // Returns the offset of a block of at least `size` bytes (POOL: <=
   // block_size; SLAB: the smallest class that fits). INVALID_ARGUMENT when
   // no class fits or size is 0; errors of the refill RPC
-  // (RESOURCE_EXHAUSTED, UNAVAILABLE). Thread-safe.
+  // (RESOURCE_EXHAUSTED, UNAVAILABLE, DATA_LOSS for a block outside the
+  // mapping, FAILED_PRECONDITION once the region was deleted and re-created).
+  // Thread-safe.
   absl::StatusOr<uint64_t> Allocate(uint64_t size);
   // Returns the address of a block as Allocate, nullptr on any error.
   // Thread-safe.
   void* TryAllocate(uint64_t size) noexcept;
   // Takes back the block at `offset`, allocated with `size` (any size of the
   // same class) by this cache. INVALID_ARGUMENT when offset is outside the
-  // heap or size fits no class; errors of a drain RPC. A block the daemon
-  // refuses on drain is counted in rejected_frees. Thread-safe.
+  // heap, size fits no class or is of another class than the block's;
+  // FAILED_PRECONDITION when this cache did not hand the block out (double
+  // free, foreign offset) or handed it out before a reset (stale), or the
+  // region was re-created: refused and counted in refused_frees, nothing
+  // re-issued. Errors of a drain RPC. A block the daemon refuses on drain is
+  // counted in rejected_frees. Thread-safe.
   absl::Status Free(uint64_t offset, uint64_t size);
   // Frees the block at `p` (an address from TryAllocate).
   absl::Status Free(void* p, uint64_t size);
