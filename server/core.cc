@@ -36,7 +36,9 @@ absl::StatusOr<v1::Stats> CollectStats(const Core& core,
     v1::RegionStats* region_stats = stats.add_regions();
     *region_stats = r->Stats();
     for (v1::SessionUsage& usage : *region_stats->mutable_sessions()) {
-      usage.set_client_name(core.sessions.ClientName(usage.session_id()));
+      SessionLabel label = core.sessions.Label(usage.session_id());
+      usage.set_client_name(std::move(label.client_name));
+      usage.set_session_ended(label.ended);
     }
   }
   stats.set_sessions(core.sessions.open());

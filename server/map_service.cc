@@ -89,8 +89,8 @@ uint32_t Log2Upper(uint64_t length) {
 // order, so each run is split over the slices it crosses).
 void FillBuckets(const std::vector<Run>& runs, uint64_t span, uint32_t count,
                  ClientNameFn client_name, v1::RegionMap& map) {
-  absl::flat_hash_map<uint64_t, std::string> names;
-  auto name_of = [&](uint64_t id) -> const std::string& {
+  absl::flat_hash_map<uint64_t, SessionLabel> names;
+  auto name_of = [&](uint64_t id) -> const SessionLabel& {
     auto it = names.find(id);
     if (it == names.end()) it = names.emplace(id, client_name(id)).first;
     return it->second;
@@ -134,7 +134,9 @@ void FillBuckets(const std::vector<Run>& runs, uint64_t span, uint32_t count,
       }
     }
     bucket->set_dominant_session_id(best);
-    if (best != 0) bucket->set_dominant_client_name(name_of(best));
+    if (best != 0) {
+      bucket->set_dominant_client_name(name_of(best).client_name);
+    }
   }
 }
 
@@ -189,7 +191,11 @@ absl::StatusOr<v1::RegionMap> BuildRegionMap(const RegionSnapshot& snapshot,
   std::vector<v1::SessionUsage> legend;
   legend.reserve(owners.size());
   for (auto& [id, usage] : owners) {
-    if (id != 0) usage.set_client_name(client_name(id));
+    if (id != 0) {
+      SessionLabel label = client_name(id);
+      usage.set_client_name(std::move(label.client_name));
+      usage.set_session_ended(label.ended);
+    }
     legend.push_back(std::move(usage));
   }
   std::sort(legend.begin(), legend.end(),
@@ -199,9 +205,9 @@ absl::StatusOr<v1::RegionMap> BuildRegionMap(const RegionSnapshot& snapshot,
               }
               return a.session_id() < b.session_id();
             });
-  absl::flat_hash_map<uint64_t, std::string> names;
+  absl::flat_hash_map<uint64_t, SessionLabel> names;
   for (v1::SessionUsage& usage : legend) {
-    names[usage.session_id()] = usage.client_name();
+    names[usage.session_id()] = {usage.client_name(), usage.session_ended()};
     *map.add_sessions() = std::move(usage);
   }
 
@@ -214,7 +220,9 @@ absl::StatusOr<v1::RegionMap> BuildRegionMap(const RegionSnapshot& snapshot,
       out->set_kind(run.kind);
       if (run.kind != v1::RUN_KIND_USED) continue;
       out->set_session_id(run.session_id);
-      out->set_client_name(names[run.session_id]);
+      const SessionLabel& label = names[run.session_id];
+      out->set_client_name(label.client_name);
+      out->set_session_ended(label.ended);
       out->set_detached(run.detached);
       out->set_allocations(run.allocations);
     }
@@ -288,8 +296,8 @@ absl::StatusOr<v1::ListAllocationsResponse> ListAllocationsPage(
   }
 
   v1::ListAllocationsResponse response;
-  absl::flat_hash_map<uint64_t, std::string> names;
-  auto name_of = [&](uint64_t id) -> const std::string& {
+  absl::flat_hash_map<uint64_t, SessionLabel> names;
+  auto name_of = [&](uint64_t id) -> const SessionLabel& {
     auto it = names.find(id);
     if (it == names.end()) it = names.emplace(id, client_name(id)).first;
     return it->second;
@@ -345,7 +353,9 @@ absl::StatusOr<v1::ListAllocationsResponse> ListAllocationsPage(
       out->set_size_bytes(info.size_bytes);
       out->set_requested_bytes(info.requested_bytes);
       out->set_session_id(info.session_id);
-      out->set_client_name(name_of(info.session_id));
+      const SessionLabel& label = name_of(info.session_id);
+      out->set_client_name(label.client_name);
+      out->set_session_ended(label.ended);
       out->set_age_ms(age);
       out->set_detached(info.detached);
       out->set_generation(snap.description.generation());

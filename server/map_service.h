@@ -33,6 +33,7 @@
 #include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "server/owner_store.h"
+#include "server/session_table.h"
 #include "shmalloc/v1/shmalloc.pb.h"
 
 namespace shmalloc::server {
@@ -51,8 +52,9 @@ struct RegionSnapshot {
   std::vector<std::pair<uint64_t, OwnerInfo>> allocations;  // by offset
 };
 
-// Returns the client name of a session id ("" when unknown).
-using ClientNameFn = absl::FunctionRef<std::string(uint64_t)>;
+// Returns who a session id is: its client name ("" when unknown) and
+// whether it has ended (SessionTable::Label).
+using ClientNameFn = absl::FunctionRef<SessionLabel(uint64_t)>;
 
 // Returns the map of `snapshot`: runs when `buckets` == 0, else
 // min(buckets, heap_end) equal slices of [0, heap_end). INVALID_ARGUMENT

@@ -269,7 +269,7 @@ grpc::ServerUnaryReactor* AllocatorService::ListAllocations(
         *response,
         ListAllocationsPage(
             *request, source,
-            [&](uint64_t id) { return core_.sessions.ClientName(id); },
+            [&](uint64_t id) { return core_.sessions.Label(id); },
             static_cast<uint64_t>(absl::ToUnixMillis(absl::Now()))));
     return absl::OkStatus();
   });
@@ -284,7 +284,7 @@ grpc::ServerUnaryReactor* AllocatorService::GetRegionMap(
     SHMALLOC_ASSIGN_OR_RETURN(
         *response,
         BuildRegionMap(Snapshot(*region), request->buckets(), [&](uint64_t id) {
-          return core_.sessions.ClientName(id);
+          return core_.sessions.Label(id);
         }));
     return absl::OkStatus();
   });

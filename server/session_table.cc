@@ -33,6 +33,7 @@ absl::StatusOr<std::vector<uint64_t>> SessionTable::Attach(
   }
   SHMALLOC_ASSIGN_OR_RETURN(
       store_, SessionStore::Attach(shm_dir, max_sessions_, UnixMs(now)));
+  SHMALLOC_ASSIGN_OR_RETURN(ended_, EndedSessions::Attach(shm_dir));
   if (store_->capacity() != max_sessions_) {
     SHMALLOC_LOG(Warning) << store_->path() << " holds " << store_->capacity()
                           << " session records; limits.max_sessions is "
@@ -169,12 +170,19 @@ bool SessionTable::BeginClose(uint64_t id) {
   return true;
 }
 
-void SessionTable::Remove(uint64_t id) {
+void SessionTable::Remove(uint64_t id, absl::Time now) {
   absl::MutexLock lock(&mu_);
   auto it = sessions_.find(id);
   if (it == sessions_.end()) return;
   const uint32_t slot = it->second.slot;
-  by_token_hash_.erase(store_->record(slot).token_hash);
+  const SessionRecord& r = store_->record(slot);
+  // The ring first: a crash between the two leaves the record CLOSING, and
+  // the next start finishes the close and appends again (Find takes the
+  // newest entry), so a name is never lost.
+  ended_->Append(id, r.pid,
+                 std::string_view(r.client_name, r.client_name_bytes),
+                 r.opened_at_ms, UnixMs(now));
+  by_token_hash_.erase(r.token_hash);
   store_->Erase(slot);
   sessions_.erase(it);
 }
@@ -225,11 +233,20 @@ std::vector<uint64_t> SessionTable::TakeExpired(absl::Time now) {
 }
 
 std::string SessionTable::ClientName(uint64_t id) const {
+  return Label(id).client_name;
+}
+
+SessionLabel SessionTable::Label(uint64_t id) const {
   absl::ReaderMutexLock lock(&mu_);
   auto it = sessions_.find(id);
-  if (it == sessions_.end()) return std::string();
-  const SessionRecord& r = store_->record(it->second.slot);
-  return std::string(r.client_name, r.client_name_bytes);
+  if (it != sessions_.end()) {
+    const SessionRecord& r = store_->record(it->second.slot);
+    return {std::string(r.client_name, r.client_name_bytes), false};
+  }
+  std::optional<EndedSession> e =
+      ended_ == nullptr ? std::nullopt : ended_->Find(id);
+  if (!e.has_value()) return {std::string(), true};
+  return {std::string(e->client_name, e->client_name_bytes), true};
 }
 
 std::vector<uint64_t> SessionTable::Ids(SessionState state) const {

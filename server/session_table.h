@@ -37,11 +37,20 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "server/ended_sessions.h"
 #include "server/session_store.h"
 
 namespace shmalloc::server {
 
 inline constexpr size_t kMaxClientNameBytes = kSessionClientNameBytes;
+
+// Who a session id is, for reports: its client name, and whether the
+// session has ended (its name then comes from the ended-session ring;
+// "" once the ring has forgotten it).
+struct SessionLabel {
+  std::string client_name;
+  bool ended = false;
+};
 
 class SessionTable {
  public:
@@ -89,9 +98,10 @@ class SessionTable {
   // when there is no such session or it is already closing. Thread-safe.
   bool BeginClose(uint64_t id);
 
-  // Forgets session `id` (its record is erased). No-op when absent.
-  // Thread-safe.
-  void Remove(uint64_t id);
+  // Forgets session `id`: its name goes to the ended-session ring (so
+  // reports can still name it), then its record is erased. No-op when
+  // absent. `now` is when it ended. Thread-safe.
+  void Remove(uint64_t id, absl::Time now = absl::Now());
 
   // Orphans OPEN session `id` since `now` (its stream ended because the
   // daemon stops). Returns false (no change) unless it was OPEN.
@@ -110,8 +120,12 @@ class SessionTable {
   // Counted in reclaimed_total(). Thread-safe.
   std::vector<uint64_t> TakeExpired(absl::Time now);
 
-  // Returns the client name of `id` ("" when unknown). Thread-safe.
+  // Returns the client name of `id`: a live (open, orphaned or closing)
+  // session's, else an ended one's from the ring ("" when unknown).
+  // Thread-safe.
   std::string ClientName(uint64_t id) const;
+  // ClientName plus whether the session has ended. Thread-safe.
+  SessionLabel Label(uint64_t id) const;
 
   // Returns the ids of every session in `state`. Thread-safe.
   std::vector<uint64_t> Ids(SessionState state) const;
@@ -137,6 +151,8 @@ class SessionTable {
   const uint32_t grace_ms_;
   mutable absl::Mutex mu_;
   std::unique_ptr<SessionStore> store_ ABSL_GUARDED_BY(mu_);
+  // Names of the sessions that ended (<shm_dir>/shmalloc.ended).
+  std::unique_ptr<EndedSessions> ended_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, Entry> sessions_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, uint64_t> by_token_hash_ ABSL_GUARDED_BY(mu_);
   uint64_t opened_total_ ABSL_GUARDED_BY(mu_) = 0;

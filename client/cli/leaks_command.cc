@@ -14,6 +14,7 @@
 #include "absl/time/time.h"
 #include "client/cli/commands.h"
 #include "client/cli/json_writer.h"
+#include "client/cli/stats_format.h"
 #include "client/cli/table.h"
 #include "client/cli/units.h"
 #include "client/connection.h"
@@ -44,11 +45,10 @@ std::string FormatAge(uint64_t ms) {
   return absl::StrFormat("%dd%02dh", s / 86400, s / 3600 % 24);
 }
 
-// Who allocated: the client name, or the session id when it has ended.
+// Who allocated (SessionText): a dead client's allocations group under its
+// name, marked ended.
 std::string ClientOf(const v1::Allocation& a) {
-  return a.client_name().empty()
-             ? absl::StrCat("session ", a.session_id(), " (gone)")
-             : a.client_name();
+  return SessionText(a.session_id(), a.client_name(), a.session_ended());
 }
 
 struct Group {
@@ -205,6 +205,8 @@ std::string RenderJson(const Report& r, const std::string& region,
     w.Field("requested_bytes", a.requested_bytes());
     w.Field("session_id", a.session_id());
     w.Field("client_name", a.client_name());
+    w.Key("session_ended");
+    w.Bool(a.session_ended());
     w.Field("age_ms", a.age_ms());
     w.Field("generation", a.generation());
     w.EndObject();

@@ -64,9 +64,10 @@ class Owners {
 std::string OwnerText(const v1::SessionUsage& s) {
   if (s.session_id() == 0) return "(arena: no owner)";
   if (s.client_name().empty()) {
-    return absl::StrCat("session ", s.session_id(), " (gone)");
+    return SessionText(s.session_id(), "", s.session_ended());
   }
-  return absl::StrCat(s.client_name(), " (session ", s.session_id(), ")");
+  return absl::StrCat(s.client_name(), " (session ", s.session_id(),
+                      s.session_ended() ? ", ended)" : ")");
 }
 
 std::string Cell(char c, int colour, bool ansi) {

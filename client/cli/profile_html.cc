@@ -274,9 +274,8 @@ std::string RenderProfileHtml(const ProfileData& data) {
       for (const v1::SessionUsage& u : r.sessions()) {
         bars.push_back(
             {absl::StrCat(r.name(), ": ",
-                          u.client_name().empty()
-                              ? absl::StrCat("session ", u.session_id())
-                              : u.client_name()),
+                          SessionText(u.session_id(), u.client_name(),
+                                      u.session_ended())),
              static_cast<double>(u.used_bytes()),
              absl::StrCat(FormatBytes(u.used_bytes()), " in ",
                           u.live_allocations(), " allocations")});
@@ -319,9 +318,7 @@ std::string RenderProfileHtml(const ProfileData& data) {
         "<td class=\"n\">%.1fs</td><td>%s</td><td>%s</td></tr>\n",
         Esc(a.region()), a.offset(), FormatBytes(a.size_bytes()),
         FormatBytes(a.requested_bytes()), a.age_ms() / 1000.0,
-        Esc(a.client_name().empty()
-                ? absl::StrCat("session ", a.session_id(), " (gone)")
-                : a.client_name()),
+        Esc(SessionText(a.session_id(), a.client_name(), a.session_ended())),
         a.detached() ? "yes" : "");
   }
   absl::StrAppend(&out, "</table>\n");

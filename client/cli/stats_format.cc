@@ -105,6 +105,14 @@ std::string StrategyText(int strategy) {
       client::StrategyName(static_cast<client::Strategy>(strategy)));
 }
 
+std::string SessionText(uint64_t session_id, const std::string& client_name,
+                        bool ended) {
+  if (client_name.empty()) {
+    return absl::StrCat("session ", session_id, ended ? " (ended)" : "");
+  }
+  return ended ? absl::StrCat(client_name, " (ended)") : client_name;
+}
+
 std::string FormatRegions(const v1::ListRegionsResponse& regions) {
   if (regions.regions_size() == 0) return "no regions\n";
   Table t({{"NAME"},

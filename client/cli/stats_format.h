@@ -23,6 +23,11 @@ namespace shmalloc::cli {
 // Returns "free_list" etc. for a proto strategy.
 std::string StrategyText(int strategy);
 
+// Who holds an allocation, for people: the client name; "NAME (ended)" for
+// a session that has ended; "session ID (ended)" once its name is forgotten.
+std::string SessionText(uint64_t session_id, const std::string& client_name,
+                        bool ended);
+
 // `shmalloc regions list`: NAME STRATEGY SIZE HEAP BLOCK GEN DATA_FILE.
 std::string FormatRegions(const v1::ListRegionsResponse& regions);
 std::string RegionsToJson(const v1::ListRegionsResponse& regions);

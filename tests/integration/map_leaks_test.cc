@@ -263,7 +263,7 @@ TEST_F(MapLeaksTest, LeakReportGroupsDetachedAndOldAllocations) {
       "import json, sys\nd = json.load(sys.stdin)\n"
       "print(d['allocations'], d['bytes'], len(d['detached']))\n"
       "for c in sorted(d['clients'], key=lambda c: c['client']):\n"
-      "  leaver = ",
+      "  leaver = c['client'] == 'leaver (ended)' and ",
       leaver_id,
       " in c['session_ids']\n"
       "  print('leaver' if leaver else c['client'], c['allocations'], "
@@ -294,10 +294,12 @@ TEST_F(MapLeaksTest, LeakReportGroupsDetachedAndOldAllocations) {
                                absl::Now() - leaver_start + absl::Seconds(1))));
   EXPECT_LT(leaver_oldest, holder_oldest);
 
-  // The text report names the departed session and lists its detached ones.
+  // The text report names the departed client (its session has ended) and
+  // lists its detached allocations.
   cli = Cli({"leaks"});
   ASSERT_EQ(cli.exit_code, 0) << cli.err;
   EXPECT_THAT(cli.out, HasSubstr("holder"));
+  EXPECT_THAT(cli.out, HasSubstr("leaver (ended)"));
   EXPECT_THAT(cli.out, HasSubstr("detached allocations nobody has freed: 5"));
 
   // --older-than keeps the holder's (>= 2 s) and drops the leaver's (young,

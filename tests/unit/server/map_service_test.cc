@@ -19,7 +19,10 @@ using ::shmalloc::testing::StatusIs;
 constexpr uint64_t kBegin = 4096;
 constexpr uint64_t kBlock = 256;
 
-std::string Name(uint64_t id) { return id == 0 ? "" : absl::StrCat("c", id); }
+// Session 2 has ended (its name comes from the ended-session ring).
+SessionLabel Name(uint64_t id) {
+  return {id == 0 ? "" : absl::StrCat("c", id), id == 2};
+}
 
 RegionSnapshot Pool(const std::string& name, uint64_t blocks,
                     uint64_t generation = 0) {
@@ -82,6 +85,8 @@ TEST(MapServiceTest, EveryOtherBlockFreedIsAlternatingRuns) {
                   RunView{b + 5 * kBlock, kBlock, v1::RUN_KIND_FREE, 0}));
   EXPECT_EQ(map->runs(1).client_name(), "c1");
   EXPECT_EQ(map->runs(5).client_name(), "c2");
+  EXPECT_FALSE(map->runs(1).session_ended());
+  EXPECT_TRUE(map->runs(5).session_ended());
   EXPECT_EQ(map->used_bytes(), 3 * kBlock);
   EXPECT_EQ(map->free_bytes(), 3 * kBlock);
   EXPECT_EQ(map->free_runs(), 3u);
@@ -317,7 +322,8 @@ TEST(MapServiceTest, PagesOfSevenReturnEveryAllocationOnce) {
     for (const v1::Allocation& a : page->allocations()) {
       EXPECT_TRUE(seen.emplace(a.region(), a.offset()).second)
           << a.region() << " " << a.offset() << " twice";
-      EXPECT_EQ(a.client_name(), Name(a.session_id()));
+      EXPECT_EQ(a.client_name(), Name(a.session_id()).client_name);
+      EXPECT_EQ(a.session_ended(), Name(a.session_id()).ended);
       EXPECT_EQ(a.age_ms(), 9000u);
     }
     request.set_page_token(page->next_page_token());

@@ -12,11 +12,13 @@
 #include <fstream>
 #include <functional>
 #include <iterator>
+#include <optional>
 #include <string>
 
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/ended_sessions.h"
 #include "server/session_table.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/unit/server/temp_dir.h"
@@ -150,27 +152,37 @@ int RunWithCrashAt(const std::string& dir, uint64_t k,
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-// Crashes `op` at every crash point in turn and checks that reopening
-// leaves the content exactly before or exactly after it. Returns the
-// number of crash points covered.
+// A file with an undo log: its name, what of it counts as content, and
+// how to re-attach it (which rolls back; returns the words rolled back).
+struct LoggedFile {
+  std::string name;
+  std::function<std::string(const std::string& path)> content;
+  std::function<uint64_t(const std::string& dir)> attach;
+};
+
+const LoggedFile kSessionFile{kSessionFileName, Content,
+                              [](const std::string& dir) {
+                                uint64_t recovered = 0;
+                                AttachOrDie(dir, &recovered);
+                                return recovered;
+                              }};
+
+// Crashes `op` at every crash point in turn and checks that re-attaching
+// `logged` leaves its content exactly before or exactly after it, once
+// `setup` has run on a fresh dir. Returns the number of crash points
+// covered.
 uint64_t CheckEveryCrashPoint(
-    const std::string& name, const std::function<void(SessionStore&)>& setup,
+    const std::string& name, const LoggedFile& logged,
+    const std::function<void(const std::string&)>& setup,
     const std::function<void(const std::string&)>& op) {
   TempDir dir;
-  const std::string file = dir.File(kSessionFileName);
-  {
-    std::unique_ptr<SessionStore> store = AttachOrDie(dir.path());
-    setup(*store);
-  }
+  const std::string file = dir.File(logged.name);
+  setup(dir.path());
   const std::string raw_before = ReadFile(file);
-  const std::string before = Content(file);
+  const std::string before = logged.content(file);
   EXPECT_EQ(RunWithCrashAt(dir.path(), 0, op), 0);
-  {
-    uint64_t recovered = 0;
-    AttachOrDie(dir.path(), &recovered);
-    EXPECT_EQ(recovered, 0u);
-  }
-  const std::string after = Content(file);
+  EXPECT_EQ(logged.attach(dir.path()), 0u);
+  const std::string after = logged.content(file);
   EXPECT_NE(before, after) << name << " changed nothing";
   uint64_t k = 1;
   uint64_t saw_before = 0, saw_after = 0;
@@ -179,8 +191,8 @@ uint64_t CheckEveryCrashPoint(
     const int code = RunWithCrashAt(dir.path(), k, op);
     if (code == 0) break;  // the op completed: k - 1 points covered
     EXPECT_EQ(code, kCrashExit);
-    AttachOrDie(dir.path());  // rolls back
-    const std::string now = Content(file);
+    logged.attach(dir.path());  // rolls back
+    const std::string now = logged.content(file);
     if (now == before) {
       ++saw_before;
     } else if (now == after) {
@@ -204,21 +216,31 @@ void InsertTwo(SessionStore& store) {
   ASSERT_THAT(store.Insert(TokenHash("t2"), 2, "two", 200), IsOk());
 }
 
+// Runs `setup` on the session store of a fresh `dir`.
+std::function<void(const std::string&)> OnStore(
+    std::function<void(SessionStore&)> setup) {
+  return [setup = std::move(setup)](const std::string& dir) {
+    std::unique_ptr<SessionStore> store = AttachOrDie(dir);
+    setup(*store);
+  };
+}
+
 TEST(SessionStoreCrashTest, EveryChangeIsAllOrNothingAtEveryCrashPoint) {
   uint64_t total = 0;
-  total += CheckEveryCrashPoint("insert", InsertTwo, [](const std::string& d) {
-    auto store = SessionStore::Attach(d, 4, 0);
-    if (!store.ok() || !(*store)->Insert(TokenHash("t3"), 3, "three", 300).ok())
-      _exit(1);
-  });
+  total += CheckEveryCrashPoint(
+      "insert", kSessionFile, OnStore(InsertTwo), [](const std::string& d) {
+        auto store = SessionStore::Attach(d, 4, 0);
+        if (!store.ok() ||
+            !(*store)->Insert(TokenHash("t3"), 3, "three", 300).ok())
+          _exit(1);
+      });
   for (SessionState state :
        {SessionState::kOrphaned, SessionState::kClosing, SessionState::kOpen}) {
     total += CheckEveryCrashPoint(
-        "set_state",
-        [](SessionStore& s) {
+        "set_state", kSessionFile, OnStore([](SessionStore& s) {
           InsertTwo(s);
           s.SetState(1, SessionState::kOrphaned, 50);
-        },
+        }),
         [state](const std::string& d) {
           auto store = SessionStore::Attach(d, 4, 0);
           if (!store.ok()) _exit(1);
@@ -226,11 +248,12 @@ TEST(SessionStoreCrashTest, EveryChangeIsAllOrNothingAtEveryCrashPoint) {
                              999);
         });
   }
-  total += CheckEveryCrashPoint("erase", InsertTwo, [](const std::string& d) {
-    auto store = SessionStore::Attach(d, 4, 0);
-    if (!store.ok()) _exit(1);
-    (*store)->Erase(0);
-  });
+  total += CheckEveryCrashPoint("erase", kSessionFile, OnStore(InsertTwo),
+                                [](const std::string& d) {
+                                  auto store = SessionStore::Attach(d, 4, 0);
+                                  if (!store.ok()) _exit(1);
+                                  (*store)->Erase(0);
+                                });
   std::printf("session store: %llu crash points covered in all\n",
               static_cast<unsigned long long>(total));
   EXPECT_GT(total, 0u);
@@ -306,7 +329,9 @@ TEST(SessionTableTest, OpenCheckResumeCloseLifecycle) {
   EXPECT_THAT(table.Check(a.id, a.token),
               StatusIs(absl::StatusCode::kNotFound));
   table.Remove(a.id);
-  EXPECT_EQ(table.ClientName(a.id), "");
+  // Gone, but its name is remembered for the leak report.
+  EXPECT_EQ(table.ClientName(a.id), "a");
+  EXPECT_TRUE(table.Label(a.id).ended);
   // Ids are never reused.
   absl::StatusOr<SessionTable::Opened> b = table.Open("b", 0, t1);
   ASSERT_THAT(b, IsOk());
@@ -330,6 +355,109 @@ TEST(SessionTableTest, OrphanPastGraceIsExpiredAndTaken) {
   EXPECT_EQ(table.TakeExpired(t0 + absl::Milliseconds(500)).size(), 1u);
   EXPECT_EQ(table.reclaimed_total(), 1u);
   EXPECT_EQ(table.NextOrphanDeadline(), std::nullopt);
+}
+
+// The ended-session ring: content without its undo log area.
+std::string EndedContent(const std::string& file) {
+  const std::string bytes = ReadFile(file);
+  const uint64_t log_end =
+      kEndedSessionsHeaderBytes + UndoLogBytes(kEndedSessionsLogEntries);
+  return bytes.substr(0, kEndedSessionsHeaderBytes) + bytes.substr(log_end);
+}
+
+std::unique_ptr<EndedSessions> AttachEndedOrDie(const std::string& dir) {
+  absl::StatusOr<std::unique_ptr<EndedSessions>> ended =
+      EndedSessions::Attach(dir, 2);
+  EXPECT_THAT(ended, IsOk());
+  return ended.ok() ? *std::move(ended) : nullptr;
+}
+
+std::string NameOf(const std::optional<EndedSession>& e) {
+  return e.has_value() ? std::string(e->client_name, e->client_name_bytes)
+                       : "(none)";
+}
+
+TEST(EndedSessionsTest, NamesSurviveReopenAndTheRingForgetsTheOldest) {
+  TempDir dir;
+  {
+    std::unique_ptr<EndedSessions> ended = AttachEndedOrDie(dir.path());
+    ASSERT_NE(ended, nullptr);
+    ended->Append(11, 101, "first", 1, 2);
+    ended->Append(12, 102, std::string(200, 'x'), 3, 4);  // cut to 128
+    EXPECT_EQ(NameOf(ended->Find(11)), "first");
+  }
+  struct stat st;
+  ASSERT_EQ(stat(dir.File(kEndedSessionsFileName).c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  std::unique_ptr<EndedSessions> ended = AttachEndedOrDie(dir.path());
+  EXPECT_EQ(ended->appended(), 2u);
+  EXPECT_EQ(NameOf(ended->Find(11)), "first");
+  EXPECT_EQ(ended->Find(11)->pid, 101);
+  EXPECT_EQ(ended->Find(11)->ended_at_ms, 2);
+  EXPECT_EQ(NameOf(ended->Find(12)), std::string(128, 'x'));
+  ended->Append(13, 0, "third", 5, 6);  // capacity 2: 11 is forgotten
+  EXPECT_EQ(ended->Find(11), std::nullopt);
+  EXPECT_EQ(NameOf(ended->Find(13)), "third");
+  ended = AttachEndedOrDie(dir.path());
+  EXPECT_EQ(ended->Find(11), std::nullopt);
+  EXPECT_EQ(NameOf(ended->Find(12)), std::string(128, 'x'));
+  EXPECT_EQ(NameOf(ended->Find(13)), "third");
+}
+
+TEST(EndedSessionsTest, BadMagicIsDataLoss) {
+  TempDir dir;
+  AttachEndedOrDie(dir.path());
+  std::string bytes = ReadFile(dir.File(kEndedSessionsFileName));
+  bytes[0] ^= 1;
+  WriteFile(dir.File(kEndedSessionsFileName), bytes);
+  EXPECT_THAT(EndedSessions::Attach(dir.path(), 2),
+              StatusIs(absl::StatusCode::kDataLoss));
+}
+
+TEST(EndedSessionsTest, AppendIsAllOrNothingAtEveryCrashPoint) {
+  const LoggedFile ended_file{kEndedSessionsFileName, EndedContent,
+                              [](const std::string& dir) -> uint64_t {
+                                AttachEndedOrDie(dir);
+                                return 0;
+                              }};
+  // The ring is full, so the append overwrites its oldest entry.
+  const uint64_t covered = CheckEveryCrashPoint(
+      "ended append", ended_file,
+      [](const std::string& dir) {
+        std::unique_ptr<EndedSessions> ended = AttachEndedOrDie(dir);
+        ended->Append(1, 1, "one", 1, 1);
+        ended->Append(2, 2, "two", 2, 2);
+      },
+      [](const std::string& d) {
+        auto ended = EndedSessions::Attach(d, 2);
+        if (!ended.ok()) _exit(1);
+        (*ended)->Append(3, 3, "three", 3, 3);
+      });
+  EXPECT_GT(covered, 0u);
+}
+
+TEST(SessionTableTest, RemovedSessionKeepsItsNameMarkedEndedAcrossRestart) {
+  TempDir dir;
+  const absl::Time t0 = absl::FromUnixMillis(1'000'000);
+  uint64_t id = 0;
+  {
+    SessionTable table(8, 500);
+    ASSERT_THAT(table.Attach(dir.path(), t0), IsOk());
+    absl::StatusOr<SessionTable::Opened> opened = table.Open("leaky", 7, t0);
+    ASSERT_THAT(opened, IsOk());
+    id = opened->id;
+    EXPECT_EQ(table.Label(id).client_name, "leaky");
+    EXPECT_FALSE(table.Label(id).ended);
+    ASSERT_TRUE(table.BeginClose(id));
+    table.Remove(id, t0 + absl::Seconds(1));
+    EXPECT_EQ(table.Label(id).client_name, "leaky");
+    EXPECT_TRUE(table.Label(id).ended);
+  }
+  SessionTable table(8, 500);
+  ASSERT_THAT(table.Attach(dir.path(), t0 + absl::Seconds(2)), IsOk());
+  EXPECT_EQ(table.ClientName(id), "leaky");
+  EXPECT_TRUE(table.Label(id).ended);
+  EXPECT_EQ(table.Label(id + 1000).client_name, "");
 }
 
 }  // namespace
