@@ -75,7 +75,9 @@ shmalloc_status_t Guarded(Body body) noexcept {
 // Returns a malloc'd copy of `s` (freed by shmalloc_string_free).
 char* CopyString(const std::string& s) {
   char* out = static_cast<char*>(std::malloc(s.size() + 1));
-  if (out != nullptr) std::memcpy(out, s.c_str(), s.size() + 1);
+  if (out != nullptr) {
+    std::memcpy(out, s.c_str(), s.size() + 1);
+  }
   return out;
 }
 
@@ -394,16 +396,22 @@ shmalloc_status_t shmalloc_allocate_extents(shmalloc_region_t* region,
     o.detached = detached != 0;
     uint64_t gen = 0;
     auto extents = region->region->AllocateExtents(size, count, o, &gen);
-    if (!extents.ok()) return Fail(extents.status());
+    if (!extents.ok()) {
+      return Fail(extents.status());
+    }
     if (extents->size() != count) {
       return Fail(absl::InternalError(absl::StrCat(
           "asked for ", count, " extents, got ", extents->size())));
     }
     for (uint32_t i = 0; i < count; ++i) {
       offsets[i] = (*extents)[i].offset;
-      if (sizes != nullptr) sizes[i] = (*extents)[i].size_bytes;
+      if (sizes != nullptr) {
+        sizes[i] = (*extents)[i].size_bytes;
+      }
     }
-    if (generation != nullptr) *generation = gen;
+    if (generation != nullptr) {
+      *generation = gen;
+    }
     return SHMALLOC_OK;
   });
 }
@@ -422,17 +430,25 @@ shmalloc_status_t shmalloc_free_generation(shmalloc_region_t* region,
 
 shmalloc_status_t shmalloc_stats_json(shmalloc_client_t* client,
                                       const char* region, char** json) {
-  if (client == nullptr || json == nullptr) return NullArgument("client/json");
+  if (client == nullptr || json == nullptr) {
+    return NullArgument("client/json");
+  }
   return Guarded([&] {
     shmalloc::v1::GetStatsRequest request;
-    if (region != nullptr) request.set_region(region);
+    if (region != nullptr) {
+      request.set_region(region);
+    }
     shmalloc::v1::Stats stats;
     absl::Status s = sc::ConnectionOf(*client->client)
                          .Call(&shmalloc::v1::Allocator::Stub::GetStats,
                                "GetStats", request, &stats);
-    if (!s.ok()) return Fail(s);
+    if (!s.ok()) {
+      return Fail(s);
+    }
     char* out = CopyString(shmalloc::cli::StatsToJson(stats, false));
-    if (out == nullptr) return Fail(absl::ResourceExhaustedError("malloc"));
+    if (out == nullptr) {
+      return Fail(absl::ResourceExhaustedError("malloc"));
+    }
     *json = out;
     return SHMALLOC_OK;
   });
@@ -440,16 +456,22 @@ shmalloc_status_t shmalloc_stats_json(shmalloc_client_t* client,
 
 shmalloc_status_t shmalloc_regions_json(shmalloc_client_t* client,
                                         char** json) {
-  if (client == nullptr || json == nullptr) return NullArgument("client/json");
+  if (client == nullptr || json == nullptr) {
+    return NullArgument("client/json");
+  }
   return Guarded([&] {
     shmalloc::v1::ListRegionsResponse response;
     absl::Status s =
         sc::ConnectionOf(*client->client)
             .Call(&shmalloc::v1::Allocator::Stub::ListRegions, "ListRegions",
                   shmalloc::v1::ListRegionsRequest(), &response);
-    if (!s.ok()) return Fail(s);
+    if (!s.ok()) {
+      return Fail(s);
+    }
     char* out = CopyString(shmalloc::cli::RegionsToJson(response));
-    if (out == nullptr) return Fail(absl::ResourceExhaustedError("malloc"));
+    if (out == nullptr) {
+      return Fail(absl::ResourceExhaustedError("malloc"));
+    }
     *json = out;
     return SHMALLOC_OK;
   });
@@ -471,7 +493,9 @@ shmalloc_status_t shmalloc_block_cache_create(shmalloc_region_t* region,
       o.central_capacity = std::max(o.central_capacity, 4 * batch);
     }
     auto c = sc::BlockCache::Create(region->region, o);
-    if (!c.ok()) return Fail(c.status());
+    if (!c.ok()) {
+      return Fail(c.status());
+    }
     *cache = new shmalloc_block_cache{*std::move(c)};
     return SHMALLOC_OK;
   });
@@ -489,7 +513,9 @@ shmalloc_status_t shmalloc_block_cache_allocate(shmalloc_block_cache_t* cache,
   }
   return Guarded([&] {
     auto o = cache->cache->Allocate(size);
-    if (!o.ok()) return Fail(o.status());
+    if (!o.ok()) {
+      return Fail(o.status());
+    }
     *offset = *o;
     return SHMALLOC_OK;
   });
@@ -497,12 +523,16 @@ shmalloc_status_t shmalloc_block_cache_allocate(shmalloc_block_cache_t* cache,
 
 shmalloc_status_t shmalloc_block_cache_free(shmalloc_block_cache_t* cache,
                                             uint64_t offset, uint64_t size) {
-  if (cache == nullptr) return NullArgument("cache");
+  if (cache == nullptr) {
+    return NullArgument("cache");
+  }
   return Guarded([&] { return Fail(cache->cache->Free(offset, size)); });
 }
 
 shmalloc_status_t shmalloc_block_cache_flush(shmalloc_block_cache_t* cache) {
-  if (cache == nullptr) return NullArgument("cache");
+  if (cache == nullptr) {
+    return NullArgument("cache");
+  }
   return Guarded([&] { return Fail(cache->cache->Flush()); });
 }
 
@@ -513,7 +543,9 @@ uint64_t shmalloc_block_cache_class_size(const shmalloc_block_cache_t* cache,
 
 shmalloc_status_t shmalloc_block_cache_stats(
     const shmalloc_block_cache_t* cache, shmalloc_block_cache_stats_t* stats) {
-  if (cache == nullptr || stats == nullptr) return NullArgument("cache/stats");
+  if (cache == nullptr || stats == nullptr) {
+    return NullArgument("cache/stats");
+  }
   const sc::BlockCacheStats s = cache->cache->Stats();
   shmalloc_block_cache_stats_t out = {};
   out.allocate_rpcs = s.allocate_rpcs;
