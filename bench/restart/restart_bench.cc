@@ -10,7 +10,8 @@
 //             undo log rolled back, invariants and owner records checked)
 //   allocate: exec -> the first successful Allocate in the resumed session
 //             (new channel, OpenSession{resume_token}, Allocate of 1 block)
-// plus the new daemon's CPU time (user + system, /proc/<pid>/stat) at
+// plus the time of one GetStats with every allocation live, and the new
+// daemon's CPU time (user + system, /proc/<pid>/stat) at
 // readiness, which a loaded machine inflates less than wall time,
 // and read VmRSS/RssAnon/RssFile of the new daemon from /proc/<pid>/status
 // after that Allocate. Prints every run and the medians.
@@ -154,7 +155,7 @@ int main(int argc, char** argv) {
       absl::FormatDuration(fill).c_str(),
       static_cast<unsigned long long>(before.vm));
 
-  std::vector<double> ready_ms, alloc_ms, rss_per, cpu_ms;
+  std::vector<double> ready_ms, alloc_ms, rss_per, cpu_ms, stats_ms;
   for (int run = 1; run <= runs; ++run) {
     if (absl::Status s = daemon.Kill(); !s.ok()) Die("kill", s);
     session->reset();  // its stream died with the daemon
@@ -179,8 +180,10 @@ int main(int argc, char** argv) {
         !s.ok()) {
       Die("Free", s);
     }
+    const absl::Time stats_start = absl::Now();
     absl::StatusOr<v1::RegionStats> stats =
         shmalloc::testing::GetRegionStats(*stub, "pool");
+    stats_ms.push_back(absl::ToDoubleMilliseconds(absl::Now() - stats_start));
     if (!stats.ok()) Die("GetStats", stats.status());
     const Rss rss = ReadRss(daemon.pid());
     ready_ms.push_back(absl::ToDoubleMilliseconds(ready - exec));
@@ -190,10 +193,10 @@ int main(int argc, char** argv) {
                       static_cast<double>(stats->live_allocations()));
     std::printf(
         "run %d: ready %.1f ms (daemon CPU %.0f ms), first Allocate %.1f ms "
-        "after exec; "
+        "after exec; GetStats %.2f ms; "
         "live_allocations %llu; VmRSS %llu kB (anon %llu, file %llu, shmem "
         "%llu) = %.1f B per live allocation\n",
-        run, ready_ms.back(), cpu_ms.back(), alloc_ms.back(),
+        run, ready_ms.back(), cpu_ms.back(), alloc_ms.back(), stats_ms.back(),
         static_cast<unsigned long long>(stats->live_allocations()),
         static_cast<unsigned long long>(rss.vm),
         static_cast<unsigned long long>(rss.anon),
@@ -203,9 +206,9 @@ int main(int argc, char** argv) {
   }
   std::printf(
       "median of %d: ready %.1f ms (daemon CPU %.0f ms), first Allocate "
-      "%.1f ms, %.1f B VmRSS per live allocation\n",
+      "%.1f ms, GetStats %.2f ms, %.1f B VmRSS per live allocation\n",
       runs, Median(ready_ms), Median(cpu_ms), Median(alloc_ms),
-      Median(rss_per));
+      Median(stats_ms), Median(rss_per));
   session->reset();
   if (absl::Status s = daemon.Stop(); !s.ok()) Die("stop", s);
   return 0;
