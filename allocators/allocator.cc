@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 
 namespace shmalloc {
 
@@ -119,6 +120,19 @@ absl::StatusOr<std::vector<Extent>> OffsetAllocator::AllocateBatch(
 
 absl::StatusOr<uint64_t> OffsetAllocator::FreeBatch(
     std::span<const uint64_t> offsets) {
+  if (undo_ != nullptr && undo_->open()) {
+    // Inside a transaction the caller's Abort undoes a batch that fails
+    // part-way, so no pre-pass: a duplicate, or anything not live, fails
+    // its own Free (a duplicate's second Free finds the block free).
+    uint64_t freed = 0;
+    for (uint64_t offset : offsets) {
+      absl::StatusOr<uint64_t> size = SizeOf(offset);
+      if (!size.ok()) return size.status();
+      SHMALLOC_RETURN_IF_ERROR(Free(offset));
+      freed += *size;
+    }
+    return freed;
+  }
   std::vector<uint64_t> sorted(offsets.begin(), offsets.end());
   std::sort(sorted.begin(), sorted.end());
   if (auto dup = std::adjacent_find(sorted.begin(), sorted.end());

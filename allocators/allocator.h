@@ -209,10 +209,12 @@ class OffsetAllocator {
   [[nodiscard]] absl::StatusOr<std::vector<Extent>> AllocateBatch(
       uint64_t size, uint64_t alignment, uint32_t count);
 
-  // Frees every offset, all or nothing: every offset is checked with SizeOf
-  // first (duplicates are FAILED_PRECONDITION), then each is freed. Returns
-  // the bytes released; INVALID_ARGUMENT / FAILED_PRECONDITION as for Free,
-  // state unchanged.
+  // Frees every offset, all or nothing, and returns the bytes released;
+  // INVALID_ARGUMENT / FAILED_PRECONDITION as for Free (duplicates are
+  // FAILED_PRECONDITION). Outside a transaction every offset is checked with
+  // SizeOf first and the state is unchanged on error; inside one the
+  // offsets are freed as they are checked and the caller rolls a failed
+  // batch back by aborting (as for AllocateBatch).
   [[nodiscard]] absl::StatusOr<uint64_t> FreeBatch(
       std::span<const uint64_t> offsets);
 

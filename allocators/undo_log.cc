@@ -101,6 +101,7 @@ void UndoLog::Begin() {
   SHMALLOC_CHECK(!open_) << "nested transaction";
   SHMALLOC_CHECK(length() == 0) << "transaction begun over an unrecovered log";
   open_ = true;
+  seen_ = 0;
   if (++stamp_ == 0) {  // wrapped: old stamps could match again
     std::fill(slot_stamp_.begin(), slot_stamp_.end(), 0);
     stamp_ = 1;
@@ -108,8 +109,9 @@ void UndoLog::Begin() {
 }
 
 bool UndoLog::Seen(uint64_t offset) {
-  // Keep the table at most half full (the log's length is its population).
-  if (2 * (length() + 1) > slot_offset_.size()) Grow(2 * (length() + 1));
+  // Keep the table at most half full. Its population is the words logged
+  // through it; runs logged by LogFresh never enter it.
+  if (2 * (seen_ + 1) > slot_offset_.size()) Grow(2 * (seen_ + 1));
   const uint64_t mask = slot_offset_.size() - 1;
   // Offsets are multiples of 8 and mostly dense: a multiplicative hash
   // spreads neighbouring words over the table.
@@ -118,6 +120,7 @@ bool UndoLog::Seen(uint64_t offset) {
     if (slot_stamp_[i] != stamp_) {
       slot_stamp_[i] = stamp_;
       slot_offset_[i] = offset;
+      ++seen_;
       return false;
     }
     if (slot_offset_[i] == offset) return true;
@@ -127,22 +130,35 @@ bool UndoLog::Seen(uint64_t offset) {
 void UndoLog::Grow(uint64_t want) {
   uint64_t size = 64;
   while (size < 2 * want) size *= 2;
-  slot_offset_.assign(size, 0);
-  slot_stamp_.assign(size, 0);
+  std::vector<uint64_t> old_offset(size, 0);
+  std::vector<uint32_t> old_stamp(size, 0);
+  old_offset.swap(slot_offset_);
+  old_stamp.swap(slot_stamp_);
+  const uint32_t old = stamp_;
   stamp_ = 1;
   const uint64_t mask = size - 1;
-  const UndoLogEntry* e = entries();
-  for (uint64_t n = length(), j = 0; j < n; ++j) {
-    for (uint64_t i = ((e[j].offset >> 3) * 0x9e3779b97f4a7c15ULL) >> 20;;
+  for (size_t j = 0; j < old_stamp.size(); ++j) {
+    if (old_stamp[j] != old) continue;
+    for (uint64_t i = ((old_offset[j] >> 3) * 0x9e3779b97f4a7c15ULL) >> 20;;
          ++i) {
       i &= mask;
       if (slot_stamp_[i] != stamp_) {
         slot_stamp_[i] = stamp_;
-        slot_offset_[i] = e[j].offset;
+        slot_offset_[i] = old_offset[j];
         break;
       }
     }
   }
+}
+
+void UndoLog::CheckWords(uint64_t offset, uint64_t words) const {
+  SHMALLOC_CHECK(words <= base_.size() / 8 &&
+                 offset + 8 * words <= base_.size())
+      << "undo log: a store to a word that straddles the end of the metadata";
+  const auto* first = base_.data() + offset;
+  SHMALLOC_CHECK(first + 8 * words <= area_.data() ||
+                 first >= area_.data() + area_.size())
+      << "undo log: a store into the log itself";
 }
 
 void UndoLog::TouchSlow(const void* addr) {
@@ -151,12 +167,8 @@ void UndoLog::TouchSlow(const void* addr) {
   SHMALLOC_CHECK(p >= base_.data() && p < base_.data() + base_.size())
       << "undo log: a store outside the logged metadata";
   const uint64_t offset = static_cast<uint64_t>(p - base_.data()) & ~7ULL;
-  SHMALLOC_CHECK(offset + 8 <= base_.size())
-      << "undo log: a store to a word that straddles the end of the metadata";
+  CheckWords(offset, 1);
   const auto* word = base_.data() + offset;
-  SHMALLOC_CHECK(word + 8 <= area_.data() ||
-                 word >= area_.data() + area_.size())
-      << "undo log: a store into the log itself";
   if (Seen(offset)) return;
   UndoLogHeader* h = header();
   const uint64_t n = h->length.load(std::memory_order_relaxed);
@@ -169,6 +181,32 @@ void UndoLog::TouchSlow(const void* addr) {
   // release (and the fence): the entry is complete before the length that
   // makes it count, and the caller's store comes after both.
   h->length.store(n + 1, std::memory_order_release);
+  Fence();
+  CrashPoint();
+}
+
+void UndoLog::LogFreshSlow(const void* addr, uint64_t words) {
+  CrashPoint();
+  if (words == 0) return;
+  const auto* p = static_cast<const std::byte*>(addr);
+  SHMALLOC_CHECK(p >= base_.data() && p < base_.data() + base_.size() &&
+                 (p - base_.data()) % 8 == 0)
+      << "undo log: an unaligned run or one outside the logged metadata";
+  const auto offset = static_cast<uint64_t>(p - base_.data());
+  CheckWords(offset, words);
+  UndoLogHeader* h = header();
+  const uint64_t n = h->length.load(std::memory_order_relaxed);
+  SHMALLOC_CHECK(words <= h->capacity - n)
+      << "undo log full (" << h->capacity
+      << " entries): the transaction bound is wrong";
+  UndoLogEntry* entry = entries() + n;
+  for (uint64_t i = 0; i < words; ++i) {
+    entry[i].offset = offset + 8 * i;
+    std::memcpy(&entry[i].old_value, p + 8 * i, 8);
+  }
+  // As in TouchSlow: the entries are complete before the length that makes
+  // them count, and the caller's stores come after both.
+  h->length.store(n + words, std::memory_order_release);
   Fence();
   CrashPoint();
 }

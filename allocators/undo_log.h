@@ -115,6 +115,17 @@ class UndoLog {
   // Logs every word overlapping [addr, addr + bytes).
   void TouchRange(const void* addr, uint64_t bytes);
 
+  // Logs the `words` 8-byte words at `addr` (8-byte aligned) with one
+  // publish of the length and no filter lookup: for a run of words the
+  // caller stores to only once in this transaction (an owner record being
+  // filled or emptied). A word logged twice is harmless (the rollback
+  // writes the oldest value last) but takes log room, so use it only where
+  // the transaction's bound counts each word once. Crash points: before the
+  // entries and after the publish. No-op outside a transaction.
+  void LogFresh(const void* addr, uint64_t words) {
+    if (open_) LogFreshSlow(addr, words);
+  }
+
   // Makes the transaction's stores permanent (truncates the log).
   void Commit();
 
@@ -150,12 +161,15 @@ class UndoLog {
     return reinterpret_cast<UndoLogEntry*>(area_.data() + kUndoLogHeaderBytes);
   }
   void TouchSlow(const void* addr);
+  void LogFreshSlow(const void* addr, uint64_t words);
+  // Checks that [offset, offset + 8 * words) is metadata outside the log.
+  void CheckWords(uint64_t offset, uint64_t words) const;
   // Writes entries [0, n) back, newest first, then publishes length 0.
   void Undo(uint64_t n);
   // Returns true when `offset` was already logged in this transaction, and
   // remembers it otherwise.
   bool Seen(uint64_t offset);
-  // Rebuilds the filter for at least `want` offsets from the log itself.
+  // Rehashes the filter into a table for at least `want` offsets.
   void Grow(uint64_t want);
 
   std::span<std::byte> base_;
@@ -168,6 +182,7 @@ class UndoLog {
   std::vector<uint64_t> slot_offset_;
   std::vector<uint32_t> slot_stamp_;
   uint32_t stamp_ = 0;
+  uint64_t seen_ = 0;  // offsets the filter holds for this transaction
 };
 
 // Runs `op` as one transaction on `log` (null: no logging): commits when it

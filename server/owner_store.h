@@ -29,6 +29,7 @@
 #ifndef SERVER_OWNER_STORE_H_
 #define SERVER_OWNER_STORE_H_
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -37,9 +38,10 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
-#include "absl/container/inlined_vector.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "allocators/allocator.h"
 #include "allocators/undo_log.h"
 
 namespace shmalloc::server {
@@ -92,6 +94,17 @@ struct SessionShare {
   uint64_t owned_allocations = 0;
 };
 
+// How the daemon finds a record by offset. With a granule (POOL: the block
+// size, BUDDY: the smallest block), live allocations start at least a
+// granule apart in [begin, end), so (offset - begin) / granule is a slot of
+// a flat array: no hashing on the allocate / free path. Without one (or
+// when the array would be much larger than the records), a hash map.
+struct OffsetIndex {
+  uint64_t begin = 0;
+  uint64_t granule = 0;  // 0 = hash map
+  uint64_t end = 0;
+};
+
 class OwnerStore {
  public:
   // Returns the bytes of an area for `capacity` records.
@@ -102,13 +115,14 @@ class OwnerStore {
   // Formats `area` (zero-filled, 8-byte aligned) as an empty store and
   // returns it. INVALID_ARGUMENT when the area is smaller than Bytes(1).
   static absl::StatusOr<OwnerStore> Format(std::span<std::byte> area,
-                                           UndoLog* log);
+                                           UndoLog* log,
+                                           OffsetIndex index = {});
 
   // Re-opens a store and rebuilds the lookups. DATA_LOSS when a counter,
   // the free chain or a record does not validate (every index is checked
   // before use). O(carved).
   static absl::StatusOr<OwnerStore> Open(std::span<std::byte> area,
-                                         UndoLog* log);
+                                         UndoLog* log, OffsetIndex index = {});
 
   OwnerStore(OwnerStore&&) = default;
   OwnerStore& operator=(OwnerStore&&) = default;
@@ -117,9 +131,23 @@ class OwnerStore {
   // info.session_id != 0. Logged.
   void Add(uint64_t offset, const OwnerInfo& info);
 
+  // Records every extent for one owner (info.size_bytes is ignored: each
+  // extent's own size is recorded), as one pass: one session lookup, the
+  // header words stored once. REQUIRES: free_records() >= extents.size();
+  // no extent has a record; info.session_id != 0. Logged (each record's
+  // words in one log append: a record is fresh in its transaction).
+  void AddBatch(std::span<const Extent> extents, const OwnerInfo& info);
+
   // Removes the record of `offset` and returns it (nullopt when none).
   // Logged.
   std::optional<OwnerInfo> Remove(uint64_t offset);
+
+  // Removes the records of every offset and calls on_removed(size_bytes)
+  // for each. REQUIRES: every offset has a record, no offset twice (the
+  // allocator's FreeBatch checked them). Logged; the header words are
+  // stored once.
+  void RemoveBatch(std::span<const uint64_t> offsets,
+                   absl::FunctionRef<void(uint64_t size_bytes)> on_removed);
 
   // Returns the record of `offset`, or nullopt.
   std::optional<OwnerInfo> Find(uint64_t offset) const;
@@ -162,15 +190,26 @@ class OwnerStore {
   uint64_t detached_bytes() const { return recorded_bytes_ - owned_bytes_; }
 
  private:
+  // The lookups are intrusive lists over record indices (index + 1; 0 =
+  // none), so indexing a record costs no allocation and no hashing beyond
+  // one session (and request) lookup per batch.
+  struct Links {
+    uint32_t prev = 0;  // the session's owned (not detached) records
+    uint32_t next = 0;
+    uint32_t req_prev = 0;  // the records of the same (session, request)
+    uint32_t req_next = 0;
+  };
+  struct RequestList {
+    uint32_t head = 0;  // oldest
+    uint32_t tail = 0;  // newest
+  };
   struct SessionIndex {
     SessionShare share;
-    absl::flat_hash_map<uint64_t, uint32_t> owned;  // offset -> record
-    // request hash -> records, in the order added.
-    absl::flat_hash_map<uint64_t, absl::InlinedVector<uint32_t, 1>> requests;
+    uint32_t owned_head = 0;
+    absl::flat_hash_map<uint64_t, RequestList> requests;  // request hash
   };
 
-  OwnerStore(std::span<std::byte> area, UndoLog* log)
-      : area_(area), log_(log) {}
+  OwnerStore(std::span<std::byte> area, UndoLog* log, OffsetIndex index);
   OwnerStoreHeader* header() const {
     return reinterpret_cast<OwnerStoreHeader*>(area_.data());
   }
@@ -181,14 +220,25 @@ class OwnerStore {
   void Touch(const void* word) const {
     if (log_ != nullptr) log_->Touch(word);
   }
-  // Adds record `index` (in use) to the lookups.
-  void Index(uint32_t index);
-  // Removes record `index` from the lookups.
-  void Unindex(uint32_t index);
+  // Returns the record index of `offset`, or -1.
+  int64_t Lookup(uint64_t offset) const;
+  // Adds record `index` (in use) to the lookups of session `s`.
+  void Index(uint32_t index, SessionIndex& s);
+  // Removes record `index` from the lookups of session `s`.
+  void Unindex(uint32_t index, SessionIndex& s);
+  // Makes room in links_ for record `index`.
+  void Reserve(uint64_t index) {
+    if (index >= links_.size()) {
+      links_.resize(std::max<uint64_t>(index + 1, 2 * links_.size()));
+    }
+  }
 
   std::span<std::byte> area_;
   UndoLog* log_;
-  absl::flat_hash_map<uint64_t, uint32_t> by_offset_;  // offset -> record
+  OffsetIndex index_;
+  std::vector<uint32_t> dense_;  // slot -> record index + 1 (granule mode)
+  absl::flat_hash_map<uint64_t, uint32_t> by_offset_;  // hash mode
+  std::vector<Links> links_;                           // per record index
   absl::flat_hash_map<uint64_t, SessionIndex> sessions_;
   uint64_t owned_allocations_ = 0;
   uint64_t owned_bytes_ = 0;

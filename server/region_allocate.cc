@@ -16,6 +16,29 @@ uint64_t NowMs() {
   return static_cast<uint64_t>(absl::ToUnixMillis(absl::Now()));
 }
 
+// Per-bucket counts of a batch, so each histogram word is logged and
+// stored once per transaction instead of once per extent.
+class HistogramDelta {
+ public:
+  void Add(uint64_t size_bytes) { ++count_[SizeBucket(size_bytes)]; }
+  // histogram[b] += sign * count[b] (never below 0), each store logged.
+  void ApplyTo(UndoLog& log, uint64_t (&histogram)[kHistogramBuckets],
+               int sign) const {
+    for (uint32_t b = 0; b < kHistogramBuckets; ++b) {
+      if (count_[b] == 0) continue;
+      log.Touch(&histogram[b]);
+      if (sign > 0) {
+        histogram[b] += count_[b];
+      } else {
+        histogram[b] -= std::min(histogram[b], count_[b]);
+      }
+    }
+  }
+
+ private:
+  uint64_t count_[kHistogramBuckets] = {};
+};
+
 }  // namespace
 
 const RequestRecord* Region::FindRequest(uint64_t session_id,
@@ -122,15 +145,11 @@ absl::StatusOr<AllocateResult> Region::Allocate(
     log_->Abort();  // Rounding up crossed the quota.
     return quota_error();
   }
-  const uint64_t now = NowMs();
-  RegionMetaHeader* h = meta();
-  for (const Extent& e : *extents) {
-    uint64_t& bucket = h->histogram[SizeBucket(e.size_bytes)];
-    Touch(&bucket);
-    ++bucket;
-    owners_->Add(e.offset, OwnerInfo{args.session_id, e.size_bytes, args.size,
-                                     now, args.request_hash, args.detached});
-  }
+  HistogramDelta delta;
+  for (const Extent& e : *extents) delta.Add(e.size_bytes);
+  delta.ApplyTo(*log_, meta()->histogram, +1);
+  owners_->AddBatch(*extents, OwnerInfo{args.session_id, 0, args.size, NowMs(),
+                                        args.request_hash, args.detached});
   log_->Commit();
   AllocateResult result;
   result.extents = *std::move(extents);
@@ -217,14 +236,9 @@ absl::StatusOr<uint64_t> Region::Free(std::span<const uint64_t> offsets,
     log_->Abort();
     return freed.status();
   }
-  for (uint64_t offset : offsets) {
-    const std::optional<OwnerInfo> info = owners_->Remove(offset);
-    SHMALLOC_CHECK(info.has_value()) << "region " << name_ << ": live offset "
-                                     << offset << " has no owner record";
-    uint64_t& bucket = h->histogram[SizeBucket(info->size_bytes)];
-    Touch(&bucket);
-    if (bucket > 0) --bucket;
-  }
+  HistogramDelta delta;
+  owners_->RemoveBatch(offsets, [&](uint64_t size) { delta.Add(size); });
+  delta.ApplyTo(*log_, h->histogram, -1);
   if (args.request_hash != 0) {
     RememberRequest(
         RequestRecord{args.session_id, args.request_hash, *freed, 0, 0, 0});
@@ -244,13 +258,9 @@ uint64_t Region::ReleaseSession(uint64_t session_id) {
     absl::StatusOr<uint64_t> freed = allocator_->FreeBatch(chunk);
     SHMALLOC_CHECK(freed.ok()) << "region " << name_ << ": releasing session "
                                << session_id << ": " << freed.status();
-    RegionMetaHeader* h = meta();
-    for (uint64_t offset : chunk) {
-      const std::optional<OwnerInfo> info = owners_->Remove(offset);
-      uint64_t& bucket = h->histogram[SizeBucket(info->size_bytes)];
-      Touch(&bucket);
-      if (bucket > 0) --bucket;
-    }
+    HistogramDelta delta;
+    owners_->RemoveBatch(chunk, [&](uint64_t size) { delta.Add(size); });
+    delta.ApplyTo(*log_, meta()->histogram, -1);
     log_->Commit();
   }
   return owned.size();

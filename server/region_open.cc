@@ -103,6 +103,14 @@ AllocatorOptions OptionsFromMeta(const RegionMetaHeader& h) {
   return options;
 }
 
+// POOL and BUDDY allocations start a block apart: their owner records are
+// found through a flat array (owner_store.h, OffsetIndex).
+OffsetIndex OwnerIndexFor(const RegionMetaHeader& h) {
+  const auto strategy = static_cast<Strategy>(h.strategy);
+  if (strategy != Strategy::kPool && strategy != Strategy::kBuddy) return {};
+  return {kHeapBegin, h.block_size, kHeapBegin + h.heap_bytes};
+}
+
 uint64_t BlockSizeOf(const AllocatorOptions& options) {
   if (options.strategy == Strategy::kPool) return options.block_size;
   if (options.strategy == Strategy::kBuddy) return options.min_block;
@@ -446,8 +454,9 @@ absl::Status Region::Attach() {
                        << ": allocator counters added to its metadata";
   }
   if (!arena) {
-    absl::StatusOr<OwnerStore> owners = OwnerStore::Open(
-        meta_.bytes().subspan(h->owner_offset, h->owner_bytes), log_.get());
+    absl::StatusOr<OwnerStore> owners =
+        OwnerStore::Open(meta_.bytes().subspan(h->owner_offset, h->owner_bytes),
+                         log_.get(), OwnerIndexFor(*h));
     if (!owners.ok()) return Corrupt(meta_path, owners.status().message());
     owners_.emplace(*std::move(owners));
     const uint64_t live = allocator_->Stats().live_allocations;
@@ -513,7 +522,8 @@ absl::Status Region::ApplyReset() {
       fresh->set_undo_log(log_.get());
       allocator_ = std::move(fresh);
       absl::StatusOr<OwnerStore> owners = OwnerStore::Open(
-          meta_.bytes().subspan(h->owner_offset, h->owner_bytes), log_.get());
+          meta_.bytes().subspan(h->owner_offset, h->owner_bytes), log_.get(),
+          OwnerIndexFor(*h));
       SHMALLOC_CHECK(owners.ok()) << owners.status();
       owners_.emplace(*std::move(owners));
     }

@@ -107,5 +107,124 @@ TEST_F(OwnerStoreTest, EveryStoreOfAddAndRemoveIsLogged) {
       std::equal(before.begin(), before.begin() + area_.size(), file.begin()));
 }
 
+// The batch paths, with the flat offset index (POOL / BUDDY) and without.
+class OwnerStoreBatchTest : public ::testing::TestWithParam<bool> {
+ protected:
+  static constexpr uint64_t kRecords = 64;
+  static constexpr uint64_t kBlock = 64;
+  OffsetIndex Index() const {
+    return GetParam() ? OffsetIndex{4096, kBlock, 4096 + kRecords * kBlock}
+                      : OffsetIndex{};
+  }
+  std::vector<uint64_t> area_ =
+      std::vector<uint64_t>(OwnerStore::Bytes(kRecords) / sizeof(uint64_t), 0);
+  std::span<std::byte> bytes() {
+    return std::as_writable_bytes(std::span<uint64_t>(area_));
+  }
+  static std::vector<Extent> Blocks(uint64_t first, uint64_t n) {
+    std::vector<Extent> e;
+    for (uint64_t i = 0; i < n; ++i)
+      e.push_back({4096 + (first + i) * kBlock, kBlock});
+    return e;
+  }
+};
+
+TEST_P(OwnerStoreBatchTest, BatchesKeepEveryLookupAcrossAReopen) {
+  absl::StatusOr<OwnerStore> store =
+      OwnerStore::Format(bytes(), nullptr, Index());
+  ASSERT_THAT(store, IsOk());
+  store->AddBatch(Blocks(0, 6), Info(7, 0, false, 11));
+  store->AddBatch(Blocks(6, 3), Info(8, 0, /*detached=*/true, 11));
+  store->AddBatch(Blocks(9, 2), Info(7, 0));
+  EXPECT_EQ(store->live(), 11u);
+  EXPECT_EQ(store->Find(4096 + 2 * kBlock)->size_bytes, kBlock);
+  EXPECT_FALSE(store->Find(4096 + 2 * kBlock + 16).has_value());  // interior
+  EXPECT_FALSE(store->Find(16).has_value());                      // below
+  EXPECT_FALSE(store->Find(1 << 30).has_value());                 // above
+  // Remove from the middle of the request's list, of both sessions.
+  std::vector<uint64_t> sizes;
+  const std::vector<uint64_t> gone = {4096 + 1 * kBlock, 4096 + 4 * kBlock,
+                                      4096 + 7 * kBlock};
+  store->RemoveBatch(gone, [&](uint64_t size) { sizes.push_back(size); });
+  EXPECT_THAT(sizes, ElementsAre(kBlock, kBlock, kBlock));
+  EXPECT_EQ(store->live(), 8u);
+  for (uint64_t offset : gone) EXPECT_FALSE(store->Find(offset).has_value());
+
+  for (int pass = 0; pass < 2; ++pass) {
+    SCOPED_TRACE(pass == 0 ? "as built" : "reopened");
+    OwnerStore& s = *store;
+    EXPECT_THAT(s.FindRequest(7, 11),
+                ElementsAre(4096, 4096 + 2 * kBlock, 4096 + 3 * kBlock,
+                            4096 + 5 * kBlock));
+    EXPECT_THAT(s.FindRequest(8, 11),
+                ElementsAre(4096 + 6 * kBlock, 4096 + 8 * kBlock));
+    EXPECT_THAT(s.OwnedBy(7),
+                UnorderedElementsAre(4096, 4096 + 2 * kBlock, 4096 + 3 * kBlock,
+                                     4096 + 5 * kBlock, 4096 + 9 * kBlock,
+                                     4096 + 10 * kBlock));
+    EXPECT_TRUE(s.OwnedBy(8).empty());
+    EXPECT_EQ(s.Share(7).used_bytes, 6 * kBlock);
+    EXPECT_EQ(s.Share(8).used_bytes, 2 * kBlock);
+    EXPECT_EQ(s.owned_bytes(), 6 * kBlock);
+    EXPECT_EQ(s.detached_bytes(), 2 * kBlock);
+    EXPECT_EQ(s.All().size(), 8u);
+    store = OwnerStore::Open(bytes(), nullptr, Index());
+    ASSERT_THAT(store, IsOk());
+  }
+  // Emptying a session drops it; its request no longer matches.
+  store->RemoveBatch(store->FindRequest(8, 11), [](uint64_t) {});
+  EXPECT_TRUE(store->FindRequest(8, 11).empty());
+  EXPECT_EQ(store->Share(8).live_allocations, 0u);
+  EXPECT_EQ(store->Shares().size(), 1u);
+  // Freed records are reused by the next batch.
+  store->AddBatch(Blocks(20, 5), Info(9, 0));
+  EXPECT_EQ(store->live(), 11u);
+  EXPECT_THAT(OwnerStore::Open(bytes(), nullptr, Index()), IsOk());
+}
+
+TEST_P(OwnerStoreBatchTest, TwoRecordsOfOneOffsetAreDataLoss) {
+  absl::StatusOr<OwnerStore> store =
+      OwnerStore::Format(bytes(), nullptr, Index());
+  ASSERT_THAT(store, IsOk());
+  store->AddBatch(Blocks(0, 2), Info(7, 0));
+  auto* records = reinterpret_cast<OwnerRecord*>(area_.data() +
+                                                 sizeof(OwnerStoreHeader) / 8);
+  records[1].offset = records[0].offset;
+  EXPECT_THAT(OwnerStore::Open(bytes(), nullptr, Index()).status(),
+              StatusIs(absl::StatusCode::kDataLoss));
+}
+
+TEST_P(OwnerStoreBatchTest, ABatchIsLoggedAndRollsBack) {
+  std::vector<uint64_t> log_area(
+      UndoLogBytes(4 * kRecords * kOwnerWordsPerOp) / 8, 0);
+  std::vector<uint64_t> file(area_.size() + log_area.size(), 0);
+  std::span<std::byte> base = std::as_writable_bytes(std::span<uint64_t>(file));
+  std::span<std::byte> owners = base.first(area_.size() * 8);
+  absl::StatusOr<UndoLog> log =
+      UndoLog::Format(base, base.subspan(area_.size() * 8));
+  ASSERT_THAT(log, IsOk());
+  absl::StatusOr<OwnerStore> store = OwnerStore::Format(owners, &*log, Index());
+  ASSERT_THAT(store, IsOk());
+  store->AddBatch(Blocks(0, 10), Info(3, 0, false, 5));
+  const std::vector<uint64_t> before = file;
+  log->Begin();
+  store->AddBatch(Blocks(10, 20), Info(3, 0, false, 6));
+  store->RemoveBatch(std::vector<uint64_t>{4096, 4096 + 9 * kBlock},
+                     [](uint64_t) {});
+  EXPECT_LE(log->length(), 22 * kOwnerWordsPerOp);
+  log->Abort();
+  EXPECT_TRUE(
+      std::equal(before.begin(), before.begin() + area_.size(), file.begin()));
+  absl::StatusOr<OwnerStore> again = OwnerStore::Open(owners, &*log, Index());
+  ASSERT_THAT(again, IsOk());
+  EXPECT_EQ(again->live(), 10u);
+  EXPECT_EQ(again->FindRequest(3, 5).size(), 10u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Index, OwnerStoreBatchTest, ::testing::Bool(),
+                         [](const auto& info) {
+                           return info.param ? "Dense" : "Hash";
+                         });
+
 }  // namespace
 }  // namespace shmalloc::server
