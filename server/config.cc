@@ -48,6 +48,7 @@ ServerLimits ResolveLimits(const v1::Limits& limits) {
   if (limits.session_grace_ms() != 0) {
     resolved.session_grace_ms = limits.session_grace_ms();
   }
+  if (limits.max_watchers() != 0) resolved.max_watchers = limits.max_watchers();
   return resolved;
 }
 

@@ -38,6 +38,9 @@ struct ServerLimits {
   // How long an orphaned session (its daemon stopped or died) waits to be
   // resumed before its allocations are reclaimed, from the daemon's start.
   uint32_t session_grace_ms = 30000;
+  // Concurrent WatchStats streams (each costs a Stats per tick under the
+  // region locks); one more is RESOURCE_EXHAUSTED.
+  uint32_t max_watchers = 64;
 };
 
 // Returns `limits` with defaults for the fields left 0.

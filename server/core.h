@@ -6,6 +6,7 @@
 #ifndef SERVER_CORE_H_
 #define SERVER_CORE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -27,6 +28,7 @@ struct Core {
   Core(std::string shm_dir, ServerLimits limits)
       : regions(std::move(shm_dir), limits),
         sessions(limits.max_sessions, limits.session_grace_ms),
+        limits(limits),
         started(absl::Now()),
         incarnation(NewIncarnation()) {}
 
@@ -35,6 +37,9 @@ struct Core {
   RpcMetrics metrics;
   StreamRegistry streams;
   CallGate unary_calls;  // closed when shutdown begins
+  const ServerLimits limits;
+  // WatchStats streams counted against limits.max_watchers.
+  std::atomic<uint32_t> watchers{0};
   const absl::Time started;
   const uint64_t incarnation;  // random per daemon start; never 0
 

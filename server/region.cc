@@ -16,7 +16,8 @@ Region::Region(std::string shm_dir, std::string name, MappedFile data,
     : shm_dir_(std::move(shm_dir)),
       name_(std::move(name)),
       data_(std::move(data)),
-      meta_(std::move(meta)) {}
+      meta_(std::move(meta)),
+      watch_(std::make_unique<DataFileWatch>(&data_, data_.size())) {}
 
 Region::~Region() {
   absl::MutexLock lock(&mu_);
@@ -29,7 +30,9 @@ absl::Status Region::CheckAlive() const {
   if (deleted_) {
     return absl::NotFoundError(absl::StrCat("region ", name_, " was deleted"));
   }
-  return absl::OkStatus();
+  // One fstat: a data file truncated or grown by a client makes the region
+  // DAMAGED before anything touches its mapping (data_guard.h).
+  return watch_->Check();
 }
 
 absl::Status Region::Reset(bool force) {
@@ -72,8 +75,10 @@ absl::Status Region::Reset(bool force) {
 
 absl::Status Region::MarkDeleted(bool force) {
   absl::MutexLock lock(&mu_);
-  SHMALLOC_RETURN_IF_ERROR(CheckAlive());
-  if (!force) {
+  if (absl::Status s = CheckAlive(); !s.ok()) {
+    // A DAMAGED region is deleted with force (its data is not looked at).
+    if (!force || !absl::IsDataLoss(s)) return s;
+  } else if (!force) {
     const AllocatorStats stats = allocator_->Stats();
     if (strategy_ == Strategy::kArena && stats.used_bytes > 0) {
       return absl::FailedPreconditionError(
@@ -134,7 +139,12 @@ v1::Region Region::Describe() const {
     region.add_size_classes(header->size_classes[i]);
   }
   region.set_quota_bytes_per_session(header->quota_bytes_per_session);
-  region.set_state(v1::REGION_STATE_READY);
+  if (absl::Status s = watch_->Check(); !s.ok()) {
+    region.set_state(v1::REGION_STATE_DAMAGED);
+    region.set_state_detail(std::string(s.message()));
+  } else {
+    region.set_state(v1::REGION_STATE_READY);
+  }
   region.set_incarnation(header->incarnation);
   region.set_max_live_allocations(
       header->owner_bytes == 0
@@ -146,11 +156,17 @@ v1::Region Region::Describe() const {
 
 v1::RegionStats Region::Stats() const {
   absl::MutexLock lock(&mu_);
-  const AllocatorStats a = allocator_->Stats();
-  const RegionMetaHeader* h = meta();
   v1::RegionStats stats;
   stats.set_name(name_);
   stats.set_strategy(static_cast<v1::Strategy>(strategy_));
+  const RegionMetaHeader* h = meta();
+  if (!watch_->Check().ok()) {
+    // DAMAGED: the registry stops listing it; report nothing but its size.
+    stats.set_capacity_bytes(capacity_);
+    stats.set_generation(h->generation);
+    return stats;
+  }
+  const AllocatorStats a = allocator_->Stats();
   stats.set_capacity_bytes(a.capacity_bytes);
   stats.set_used_bytes(a.used_bytes);
   stats.set_free_bytes(a.free_bytes);

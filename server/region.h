@@ -48,6 +48,7 @@
 #include "allocators/allocator.h"
 #include "allocators/undo_log.h"
 #include "common/segment_header.h"
+#include "server/data_guard.h"
 #include "server/owner_store.h"
 #include "server/region_meta.h"
 #include "server/shm_file.h"
@@ -192,6 +193,12 @@ class Region {
   // warn when the config asks for a region that exists with another shape).
   bool Matches(const v1::CreateRegionRequest& request) const;
 
+  // True once the data file was found truncated or grown (or faulted): every
+  // call but Describe, Delete(force) is then DATA_LOSS, Describe says
+  // DAMAGED, and the registry quarantines the region (data_guard.h).
+  bool damaged() const { return watch_->damaged(); }
+  std::string damage_reason() const { return watch_->reason(); }
+
   const std::string& name() const { return name_; }
   Strategy strategy() const { return strategy_; }
   // Heap bytes (from the meta file).
@@ -230,14 +237,17 @@ class Region {
   // Re-formats the allocator, owner records and histogram (the redo half of
   // a reset; restartable) and publishes the generation.
   absl::Status ApplyReset() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Rewrites the data file's header from the meta file.
-  void PublishSegment() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Rewrites the data file's header from the meta file (guarded: DATA_LOSS
+  // when the data file is the wrong size or faults).
+  absl::Status PublishSegment() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CheckAlive() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::string shm_dir_;
   const std::string name_;
   MappedFile data_;  // constant mapping; clients may write any of it
   MappedFile meta_;  // constant mapping; its contents guarded by mu_
+  // The data file's size and faults (set in the constructor; thread-safe).
+  std::unique_ptr<DataFileWatch> watch_;
   // Cached from the meta header at Open (the daemon's truth).
   Strategy strategy_ = Strategy::kUnspecified;
   uint64_t capacity_ = 0;                // heap bytes

@@ -217,7 +217,7 @@ absl::StatusOr<std::unique_ptr<Region>> Region::Create(
   }
   if (!meta.ok()) return meta.status();
   absl::StatusOr<MappedFile> data =
-      MappedFile::Create(data_path, data_bytes, kDataMode);
+      MappedFile::Create(data_path, data_bytes, kDataMode, /*keep_fd=*/true);
   if (!data.ok()) {
     meta->Unmap();
     (void)UnlinkFile(meta_path);
@@ -263,10 +263,16 @@ absl::StatusOr<std::unique_ptr<Region>> Region::Create(
                   reinterpret_cast<SegmentHeader*>(data->data())->arena_meta,
                   kArenaMetaBytes)
             : meta->bytes().subspan(kRegionMetaHeaderBytes, allocator_bytes);
-  if (absl::Status s = CreateAllocator(allocator_span, options).status();
-      !s.ok()) {
-    return remove_files(s);
+  // ARENA: the data file already exists under its name (0660), so a
+  // client could truncate it while it is formatted: guarded.
+  absl::Status created = absl::OkStatus();
+  if (!GuardSigbus([&] {
+        created = CreateAllocator(allocator_span, options).status();
+      })) {
+    created = absl::DataLossError(
+        absl::StrCat(data_path, " was truncated while it was formatted"));
   }
+  if (!created.ok()) return remove_files(created);
   if (!arena) {
     absl::Status s =
         OwnerStore::Format(meta->bytes().subspan(owner_offset, owner_bytes),
@@ -389,7 +395,8 @@ absl::StatusOr<std::unique_ptr<Region>> Region::Open(const std::string& shm_dir,
     return Corrupt(meta_path, "meta file areas do not fit the file");
   }
   SHMALLOC_ASSIGN_OR_RETURN(MappedFile data,
-                            MappedFile::Open(data_path, kDataMode));
+                            MappedFile::Open(data_path, kDataMode,
+                                             /*keep_fd=*/true));
   if (data.size() != kHeapBegin + header->heap_bytes) {
     return Corrupt(data_path,
                    absl::StrCat("data file has ", data.size(),
@@ -429,8 +436,11 @@ absl::Status Region::Attach() {
                        << ": finishing an interrupted reset";
     SHMALLOC_RETURN_IF_ERROR(ApplyReset());
   }
+  // ARENA metadata is in the data file: read it guarded.
   absl::StatusOr<std::unique_ptr<OffsetAllocator>> allocator =
-      AttachAllocator(allocator_meta_);
+      absl::UnknownError("not attached");
+  SHMALLOC_RETURN_IF_ERROR(
+      watch_->Guard([&] { allocator = AttachAllocator(allocator_meta_); }));
   if (!allocator.ok()) {
     return Corrupt(arena ? data_.path() : meta_path,
                    allocator.status().message());
@@ -441,6 +451,11 @@ absl::Status Region::Attach() {
     return Corrupt(meta_path, "allocator range does not match the region");
   }
   allocator_ = *std::move(allocator);
+  // Every call on an ARENA's metadata checks the data file and runs guarded.
+  if (arena) {
+    allocator_ =
+        std::make_unique<GuardedAllocator>(std::move(allocator_), watch_.get());
+  }
   // ARENA metadata lives in the data file, outside the log's reach: its
   // Allocate is one compare-and-swap and needs no log.
   if (!arena) allocator_->set_undo_log(log_.get());
@@ -485,7 +500,7 @@ absl::Status Region::Attach() {
                                   " names no live allocation"));
     }
   }
-  PublishSegment();
+  SHMALLOC_RETURN_IF_ERROR(PublishSegment());
   return absl::OkStatus();
 }
 
@@ -497,10 +512,16 @@ absl::Status Region::ApplyReset() {
     // (or attaching) what is there. Cursor first, epoch last (Arena::Reset
     // explains the order); restartable, so Open finishes it after a crash.
     UndoLog::MarkCrashPoint();
-    SHMALLOC_ASSIGN_OR_RETURN(
-        std::unique_ptr<Arena> arena,
-        Arena::Reformat(allocator_meta_, OptionsFromMeta(*h)));
-    if (allocator_ != nullptr) allocator_ = std::move(arena);
+    absl::StatusOr<std::unique_ptr<Arena>> arena =
+        absl::UnknownError("not re-formatted");
+    SHMALLOC_RETURN_IF_ERROR(watch_->Guard([&] {
+      arena = Arena::Reformat(allocator_meta_, OptionsFromMeta(*h));
+    }));
+    SHMALLOC_RETURN_IF_ERROR(arena.status());
+    if (allocator_ != nullptr) {
+      allocator_ =
+          std::make_unique<GuardedAllocator>(*std::move(arena), watch_.get());
+    }
   } else {
     // Re-format from the daemon's geometry: idempotent, so a crash at any
     // store of it is finished by doing it again. The peak and failure
@@ -528,7 +549,7 @@ absl::Status Region::ApplyReset() {
       owners_.emplace(*std::move(owners));
     }
   }
-  PublishSegment();
+  SHMALLOC_RETURN_IF_ERROR(PublishSegment());
   UndoLog::MarkCrashPoint();
   std::atomic_signal_fence(std::memory_order_seq_cst);
   h->pending_reset = 0;
@@ -536,22 +557,26 @@ absl::Status Region::ApplyReset() {
   return absl::OkStatus();
 }
 
-void Region::PublishSegment() {
+absl::Status Region::PublishSegment() {
   const RegionMetaHeader* h = meta();
   SegmentHeader* seg = segment();
-  seg->layout_version = kSegmentLayoutVersion;
-  seg->strategy = h->strategy;
-  seg->size_bytes = kHeapBegin + h->heap_bytes;
-  seg->heap_begin = kHeapBegin;
-  seg->heap_end = kHeapBegin + h->heap_bytes;
-  seg->block_size = h->block_size;
-  seg->incarnation = h->incarnation;
-  std::memset(seg->name, 0, kRegionNameBytes);
-  std::memcpy(seg->name, name_.data(),
-              std::min<size_t>(name_.size(), kRegionNameBytes - 1));
-  seg->generation.store(h->generation, std::memory_order_release);
-  std::atomic_thread_fence(std::memory_order_release);
-  seg->magic = kSegmentMagic;
+  // Plain stores into the client-writable data file: guarded (a client may
+  // have truncated it).
+  return watch_->Guard([&] {
+    seg->layout_version = kSegmentLayoutVersion;
+    seg->strategy = h->strategy;
+    seg->size_bytes = kHeapBegin + h->heap_bytes;
+    seg->heap_begin = kHeapBegin;
+    seg->heap_end = kHeapBegin + h->heap_bytes;
+    seg->block_size = h->block_size;
+    seg->incarnation = h->incarnation;
+    std::memset(seg->name, 0, kRegionNameBytes);
+    std::memcpy(seg->name, name_.data(),
+                std::min<size_t>(name_.size(), kRegionNameBytes - 1));
+    seg->generation.store(h->generation, std::memory_order_release);
+    std::atomic_thread_fence(std::memory_order_release);
+    seg->magic = kSegmentMagic;
+  });
 }
 
 }  // namespace shmalloc::server

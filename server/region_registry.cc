@@ -224,23 +224,46 @@ absl::StatusOr<std::shared_ptr<Region>> RegionRegistry::Create(
 absl::StatusOr<std::shared_ptr<Region>> RegionRegistry::Get(
     std::string_view name) const {
   SHMALLOC_RETURN_IF_ERROR(ValidateRegionName(name));
-  absl::ReaderMutexLock lock(&mu_);
+  std::shared_ptr<Region> region;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    if (auto d = damaged_.find(name); d != damaged_.end()) {
+      return absl::DataLossError(DamagedMessage(std::string(name), d->second));
+    }
+    auto it = regions_.find(name);
+    if (it == regions_.end()) {
+      return absl::NotFoundError(
+          absl::StrCat("no region named ", std::string(name)));
+    }
+    if (!it->second->damaged()) return it->second;  // one atomic load
+    region = it->second;
+  }
+  // Its data file was truncated or grown under it (data_guard.h): from now
+  // on it is quarantined like a region that failed to open, so Delete(force)
+  // and ResetDamaged recover it. RPCs still holding the Region get DATA_LOSS
+  // from it.
+  const std::string reason = region->damage_reason();
+  absl::MutexLock lock(&mu_);
+  if (auto it = regions_.find(name);
+      it != regions_.end() && it->second == region) {
+    regions_.erase(it);
+    damaged_.emplace(std::string(name), reason);
+    SHMALLOC_LOG(Warning) << "region " << name << " quarantined: " << reason;
+  }
   if (auto d = damaged_.find(name); d != damaged_.end()) {
     return absl::DataLossError(DamagedMessage(std::string(name), d->second));
   }
-  auto it = regions_.find(name);
-  if (it == regions_.end()) {
-    return absl::NotFoundError(
-        absl::StrCat("no region named ", std::string(name)));
-  }
-  return it->second;
+  return absl::NotFoundError(
+      absl::StrCat("no region named ", std::string(name)));
 }
 
 std::vector<std::shared_ptr<Region>> RegionRegistry::List() const {
   absl::ReaderMutexLock lock(&mu_);
   std::vector<std::shared_ptr<Region>> regions;
   regions.reserve(regions_.size());
-  for (const auto& [name, region] : regions_) regions.push_back(region);
+  for (const auto& [name, region] : regions_) {
+    if (!region->damaged()) regions.push_back(region);  // see Get
+  }
   return regions;
 }
 

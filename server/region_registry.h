@@ -55,11 +55,13 @@ class RegionRegistry {
       const v1::CreateRegionRequest& request);
 
   // Returns region `name`; INVALID_ARGUMENT for a malformed name, NOT_FOUND
-  // for an unknown one, DATA_LOSS for a DAMAGED one. Thread-safe.
+  // for an unknown one, DATA_LOSS for a DAMAGED one (a region whose data
+  // file was found truncated or grown at run time is quarantined here).
+  // Thread-safe.
   [[nodiscard]] absl::StatusOr<std::shared_ptr<Region>> Get(
       std::string_view name) const;
 
-  // Returns every region, ordered by name (DAMAGED ones are not Regions:
+  // Returns every region, ordered by name (DAMAGED ones are not listed:
   // see Describe). Thread-safe.
   std::vector<std::shared_ptr<Region>> List() const;
 
@@ -101,11 +103,14 @@ class RegionRegistry {
   const std::string shm_dir_;
   const ServerLimits limits_;
   mutable absl::Mutex mu_;
-  std::map<std::string, std::shared_ptr<Region>, std::less<>> regions_
+  // mutable: Get moves a region found damaged at run time (its data file
+  // truncated or grown) from regions_ to damaged_.
+  mutable std::map<std::string, std::shared_ptr<Region>, std::less<>> regions_
       ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<std::string> creating_ ABSL_GUARDED_BY(mu_);
   // DAMAGED regions: name -> why.
-  std::map<std::string, std::string, std::less<>> damaged_ ABSL_GUARDED_BY(mu_);
+  mutable std::map<std::string, std::string, std::less<>> damaged_
+      ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace shmalloc::server

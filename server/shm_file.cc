@@ -101,7 +101,8 @@ absl::Status CheckAdoptable(const struct stat& st, const std::string& path,
 }  // namespace
 
 absl::StatusOr<MappedFile> MappedFile::Create(const std::string& path,
-                                              uint64_t size, mode_t mode) {
+                                              uint64_t size, mode_t mode,
+                                              bool keep_fd) {
   if (size == 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("cannot create ", path, " with size 0"));
@@ -137,12 +138,13 @@ absl::StatusOr<MappedFile> MappedFile::Create(const std::string& path,
   }
   void* data = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (data == MAP_FAILED) return fail(ErrnoError(errno, "mmap", path));
-  close(fd);  // The mapping keeps the file referenced.
-  return MappedFile(path, static_cast<std::byte*>(data), size);
+  if (!keep_fd) close(fd);  // The mapping keeps the file referenced.
+  return MappedFile(path, static_cast<std::byte*>(data), size,
+                    keep_fd ? fd : -1);
 }
 
 absl::StatusOr<MappedFile> MappedFile::Open(const std::string& path,
-                                            mode_t widest_mode) {
+                                            mode_t widest_mode, bool keep_fd) {
   // O_NONBLOCK: a planted FIFO must not block the open; it is refused below.
   const int fd =
       open(path.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
@@ -171,14 +173,16 @@ absl::StatusOr<MappedFile> MappedFile::Open(const std::string& path,
     CloseFd(fd);
     return ErrnoError(error, "mmap", path);
   }
-  close(fd);
-  return MappedFile(path, static_cast<std::byte*>(data), size);
+  if (!keep_fd) close(fd);
+  return MappedFile(path, static_cast<std::byte*>(data), size,
+                    keep_fd ? fd : -1);
 }
 
 MappedFile::MappedFile(MappedFile&& other) noexcept
     : path_(std::move(other.path_)),
       data_(std::exchange(other.data_, nullptr)),
-      size_(std::exchange(other.size_, 0)) {}
+      size_(std::exchange(other.size_, 0)),
+      fd_(std::exchange(other.fd_, -1)) {}
 
 MappedFile& MappedFile::operator=(MappedFile&& other) noexcept {
   if (this != &other) {
@@ -186,6 +190,7 @@ MappedFile& MappedFile::operator=(MappedFile&& other) noexcept {
     path_ = std::move(other.path_);
     data_ = std::exchange(other.data_, nullptr);
     size_ = std::exchange(other.size_, 0);
+    fd_ = std::exchange(other.fd_, -1);
   }
   return *this;
 }
@@ -196,6 +201,18 @@ void MappedFile::Unmap() {
   if (data_ != nullptr) munmap(data_, size_);
   data_ = nullptr;
   size_ = 0;
+  if (fd_ >= 0) CloseFd(fd_);
+  fd_ = -1;
+}
+
+absl::StatusOr<uint64_t> MappedFile::CurrentSize() const {
+  if (fd_ < 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(path_, " was mapped without keeping its descriptor"));
+  }
+  struct stat st;
+  if (fstat(fd_, &st) != 0) return ErrnoError(errno, "fstat", path_);
+  return static_cast<uint64_t>(st.st_size);
 }
 
 absl::Status MappedFile::Sync() const {

@@ -40,8 +40,10 @@ class MappedFile {
   // INVALID_ARGUMENT for size 0, NOT_FOUND for a missing directory,
   // PERMISSION_DENIED, or another code from the errno. On error nothing is
   // left behind: a file this call created is removed again.
+  // With `keep_fd` the descriptor stays open for CurrentSize().
   [[nodiscard]] static absl::StatusOr<MappedFile> Create(
-      const std::string& path, uint64_t size, mode_t mode);
+      const std::string& path, uint64_t size, mode_t mode,
+      bool keep_fd = false);
 
   // Opens and maps an existing regular file without following a symlink,
   // adopting it only if this process could have made it: the shm directory
@@ -58,8 +60,9 @@ class MappedFile {
   // above (the message names the path, its owner uid, its mode and link
   // count) or by the OS; FAILED_PRECONDITION (a symlink, a directory, or an
   // empty file); or another code from the errno.
+  // With `keep_fd` the descriptor stays open for CurrentSize().
   [[nodiscard]] static absl::StatusOr<MappedFile> Open(
-      const std::string& path, mode_t widest_mode = 0777);
+      const std::string& path, mode_t widest_mode = 0777, bool keep_fd = false);
 
   MappedFile() = default;
   MappedFile(MappedFile&& other) noexcept;
@@ -72,8 +75,14 @@ class MappedFile {
   // text on failure. A no-op for an empty MappedFile.
   [[nodiscard]] absl::Status Sync() const;
 
-  // Unmaps now (idempotent); bytes() is empty afterwards.
+  // Unmaps now (idempotent); bytes() is empty afterwards. Closes a kept
+  // descriptor.
   void Unmap();
+
+  // The file's size now (fstat on the kept descriptor: one system call), so
+  // a caller can tell that someone truncated or grew it under the mapping.
+  // FAILED_PRECONDITION when the file was not opened with keep_fd.
+  [[nodiscard]] absl::StatusOr<uint64_t> CurrentSize() const;
 
   std::span<std::byte> bytes() const { return {data_, size_}; }
   std::byte* data() const { return data_; }
@@ -81,12 +90,13 @@ class MappedFile {
   const std::string& path() const { return path_; }
 
  private:
-  MappedFile(std::string path, std::byte* data, uint64_t size)
-      : path_(std::move(path)), data_(data), size_(size) {}
+  MappedFile(std::string path, std::byte* data, uint64_t size, int fd)
+      : path_(std::move(path)), data_(data), size_(size), fd_(fd) {}
 
   std::string path_;
   std::byte* data_ = nullptr;
   uint64_t size_ = 0;
+  int fd_ = -1;  // kept open only with keep_fd
 };
 
 // An exclusive advisory lock (flock) on <dir>/shmalloc.lock, held for the

@@ -22,6 +22,15 @@ WatchReactor::WatchReactor(Core& core, const v1::WatchStatsRequest& request)
     status = absl::InvalidArgumentError(
         absl::StrCat("interval_ms must be 0 (= ", kDefaultWatchIntervalMs,
                      ") or >= ", kMinWatchIntervalMs));
+  } else if (core_.watchers.fetch_add(1, std::memory_order_relaxed) >=
+             core_.limits.max_watchers) {
+    core_.watchers.fetch_sub(1, std::memory_order_relaxed);
+    status = absl::ResourceExhaustedError(absl::StrCat(
+        core_.limits.max_watchers,
+        " WatchStats streams are open (limits.max_watchers); poll GetStats "
+        "or retry later"));
+  } else {
+    counted_ = true;
   }
   core_.metrics.Record("WatchStats", status.code());
   if (!status.ok()) {
@@ -112,6 +121,8 @@ void WatchReactor::Stop() {
 }
 
 void WatchReactor::OnDone() {
+  // relaxed: a count; the stream registry orders shutdown.
+  if (counted_) core_.watchers.fetch_sub(1, std::memory_order_relaxed);
   if (registered_) core_.streams.Remove(this);
   delete this;
 }

@@ -36,7 +36,8 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::Stats>,
  public:
   // Starts the stream: writes the first Stats at once, or finishes with
   // INVALID_ARGUMENT (interval_ms in 1..9, bad region name), NOT_FOUND
-  // (unknown region) or UNAVAILABLE (shutting down).
+  // (unknown region), RESOURCE_EXHAUSTED (limits.max_watchers streams are
+  // already open) or UNAVAILABLE (shutting down).
   WatchReactor(Core& core, const v1::WatchStatsRequest& request);
 
   void OnWriteDone(bool ok) override;
@@ -60,6 +61,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::Stats>,
   const std::string region_;
   absl::Duration interval_;
   bool registered_ = false;
+  bool counted_ = false;  // holds one of core_.watchers
   absl::Mutex mu_;
   // A fresh alarm per tick; never replaced once stopping_ is set.
   std::unique_ptr<grpc::Alarm> alarm_ ABSL_GUARDED_BY(mu_);
