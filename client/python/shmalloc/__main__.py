@@ -44,25 +44,35 @@ def format_stats(stats: Dict[str, Any]) -> str:
             f"{r.get('fragmentation', 0.0):>5.2f}")
         for s in r.get("sessions", []):
             lines.append(
-                f"  session {s['session_id']:<6} {s.get('client_name', ''):<28}"
-                f" {_bytes(s.get('used_bytes', 0)):>11} in "
-                f"{s.get('live_allocations', 0)} blocks")
+                f"  {s.get('client_name', ''):<24} "
+                f"{_bytes(s.get('used_bytes', 0)):>11} in "
+                f"{s.get('live_allocations', 0):>6} blocks  "
+                f"(session {s['session_id']})")
+        if r.get("detached_allocations", 0):
+            lines.append(
+                f"  {'detached (no session)':<24} "
+                f"{_bytes(r.get('detached_bytes', 0)):>11} in "
+                f"{r['detached_allocations']:>6} blocks")
     return "\n".join(lines)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m shmalloc")
-    parser.add_argument("--socket", default=None,
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--socket", default=argparse.SUPPRESS,
                         help="daemon socket (default: $SHMALLOC_SOCKET)")
+    parser = argparse.ArgumentParser(prog="python3 -m shmalloc",
+                                     parents=[common])
     sub = parser.add_subparsers(dest="command", required=True)
-    p_stats = sub.add_parser("stats", help="usage per region and session")
+    p_stats = sub.add_parser("stats", parents=[common],
+                             help="usage per region and session")
     p_stats.add_argument("region", nargs="?", default=None)
     p_stats.add_argument("--json", action="store_true")
-    p_regions = sub.add_parser("regions", help="describe every region")
+    p_regions = sub.add_parser("regions", parents=[common],
+                               help="describe every region")
     p_regions.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     try:
-        with Client(args.socket, client_name="python -m shmalloc") as client:
+        with Client(getattr(args, "socket", None), client_name="python -m shmalloc") as client:
             if args.command == "stats":
                 stats = client.stats(args.region)
                 print(json.dumps(stats, indent=2) if args.json
