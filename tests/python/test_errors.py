@@ -146,3 +146,32 @@ def test_closed_client(daemon):
     c.close()
     with pytest.raises(shmalloc.FailedPreconditionError):
         c.region("x")
+
+
+def test_objects_inherited_through_fork_refuse_use(client, region_name):
+    import os
+    region = client.create_region(region_name, "free_list", 1 << 20)
+    block = region.allocate(64)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: Python-level checks only, then _exit
+        code = 0
+        for call in (lambda: client.region(region_name),
+                     lambda: region.allocate(64), block.free):
+            try:
+                call()
+                code = 1
+            except shmalloc.FailedPreconditionError as e:
+                if "fork" not in str(e):
+                    code = 2
+            except BaseException:
+                code = 3
+        os.write(w, bytes([code]))
+        os._exit(0)
+    os.close(w)
+    result = os.read(r, 1)
+    os.close(r)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert result == b"\x00"
+    block.free()  # the parent's objects still work

@@ -250,13 +250,14 @@ class Client:
         """Returns region `name`, mapped read-write (once per Client: later
         calls return the same Region). Raises NotFoundError,
         PermissionDeniedError, DataLossError."""
+        client = self._ptr()  # raises when closed or inherited via fork
         with self._regions_lock:
             region = self._regions.get(name)
             if region is not None and not region.closed:
                 return region
             ptr = c_void_p()
             _lib.check(_lib.lib().shmalloc_region_open(
-                self._ptr(), name.encode("utf-8"), byref(ptr)))
+                client, name.encode("utf-8"), byref(ptr)))
             region = Region(self, _Native(ptr.value,
                                           _lib.lib().shmalloc_region_close))
             self._regions[name] = region
