@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import queue as queue_module
 import sys
 import time
 from multiprocessing import resource_tracker, shared_memory
@@ -152,7 +153,14 @@ def run(mode: str, workers: int, batches_per_worker: int, batch_bytes: int,
         t0 = time.perf_counter()
         start.set()
         while done < workers:
-            item = queue.get(timeout=120)
+            try:
+                item = queue.get(timeout=1.0)
+            except queue_module.Empty:
+                failed = [p.exitcode for p in procs
+                          if p.exitcode not in (None, 0)]
+                if failed:  # a worker died: do not wait for its batches
+                    raise RuntimeError(f"worker exit codes {failed}")
+                continue
             if item[0] == "done":
                 done += 1
                 worker_cpu += item[2]
