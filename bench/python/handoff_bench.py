@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """Hand-off of NumPy batches from worker processes to a consumer:
-shmalloc handles vs pickling through a multiprocessing.Queue vs
+shmalloc handles (a block per batch, or a ring of the consumer's buffers)
+vs pickling through a multiprocessing.Queue vs
 multiprocessing.shared_memory (one block per batch, sent by name).
 
 Runs examples/python/data_loader.py's loader (2 workers, 4 MiB float32

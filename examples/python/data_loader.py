@@ -1,12 +1,18 @@
 #!/usr/bin/python3
-"""A data loader three ways: N worker processes fill NumPy batches and a
+"""A data loader four ways: N worker processes fill NumPy batches and a
 consumer (the training loop) reads them.
 
-  shmalloc       workers allocate each batch in a shmalloc region, fill it
-                 in place and send a Handle (4 numbers) through the queue;
-                 the consumer adopts it, reads it without copying, frees it.
-                 The daemon knows who holds every batch and frees the
-                 batches of a worker that dies.
+  shmalloc       workers allocate each batch (detached) in a shmalloc region,
+                 fill it in place and send a Handle (4 numbers) through the
+                 queue; the consumer adopts it, reads it without copying,
+                 frees it. Two RPCs per batch. A batch in flight when its
+                 worker dies stays allocated (detached; `stats` shows it)
+                 until the region is reset.
+  shmalloc_ring  the consumer owns a ring of batch buffers, allocated once in
+                 its session, and sends free slots to the workers, which fill
+                 them and send them back: no RPC per batch, and nothing leaks
+                 whichever process dies (the consumer's session owns every
+                 buffer; the daemon frees them all when it ends).
   pickle         workers put the ndarray itself on a multiprocessing.Queue
                  (pickled: copied into the pipe and out again).
   shared_memory  workers create a multiprocessing.shared_memory block per
@@ -39,7 +45,7 @@ import numpy as np
 
 import shmalloc
 
-MODES = ("shmalloc", "pickle", "shared_memory")
+MODES = ("shmalloc", "shmalloc_ring", "pickle", "shared_memory")
 
 
 def fill_batch(out: np.ndarray, worker: int, index: int) -> None:
@@ -69,10 +75,10 @@ def check_batch(batch: np.ndarray, worker: int, index: int,
 
 def worker_main(mode: str, worker: int, batches: int, items: int,
                 queue: "mp.Queue", start: Any, socket: Optional[str],
-                region_name: str) -> None:
+                region_name: str, free_slots: Optional["mp.Queue"]) -> None:
     """One loader worker: waits for `start`, then produces `batches`."""
     region = None
-    if mode == "shmalloc":
+    if mode.startswith("shmalloc"):
         client = shmalloc.Client(socket, client_name=f"loader-worker-{worker}")
         region = client.region(region_name)
     start.wait()
@@ -82,6 +88,11 @@ def worker_main(mode: str, worker: int, batches: int, items: int,
             block = region.allocate(items * 4, detached=True)
             fill_batch(block.ndarray(np.float32, items), worker, index)
             queue.put((worker, index, block.detach()))
+        elif mode == "shmalloc_ring":
+            slot = free_slots.get()  # a Handle of one of the consumer's buffers
+            fill_batch(client.open(slot).ndarray(np.float32, items), worker,
+                       index)
+            queue.put((worker, index, slot))
         elif mode == "pickle":
             batch = np.empty(items, dtype=np.float32)
             fill_batch(batch, worker, index)
@@ -98,13 +109,19 @@ def worker_main(mode: str, worker: int, batches: int, items: int,
 
 
 def consume(mode: str, item: Any, items: int,
-            client: Optional[shmalloc.Client], read_all: bool = True) -> float:
+            client: Optional[shmalloc.Client], read_all: bool = True,
+            free_slots: Optional["mp.Queue"] = None) -> float:
     """Reads one batch as the training loop would, then releases it."""
     worker, index, payload = item
     if mode == "shmalloc":
         with client.adopt(payload) as block:  # freed at the end of the block
             return check_batch(block.ndarray(np.float32, items), worker,
                                index, read_all)
+    if mode == "shmalloc_ring":
+        total = check_batch(client.open(payload).ndarray(np.float32, items),
+                            worker, index, read_all)
+        free_slots.put(payload)  # the buffer goes back to the workers
+        return total
     if mode == "pickle":
         return check_batch(payload, worker, index, read_all)
     shm = shared_memory.SharedMemory(name=payload)
@@ -131,16 +148,25 @@ def run(mode: str, workers: int, batches_per_worker: int, batch_bytes: int,
     queue = ctx.Queue(maxsize=prefetch * workers)
     start = ctx.Event()
     client = None
+    free_slots = None
+    ring: List[shmalloc.Allocation] = []
     region_name = f"loader-{os.getpid()}"
-    if mode == "shmalloc":
+    if mode.startswith("shmalloc"):
         client = shmalloc.Client(socket, client_name="loader-consumer")
         # Room for every batch in flight (queue + one being filled per
         # worker + one being read), twice over.
-        size = 2 * (prefetch * workers + 2 * workers + 1) * (batch_bytes + 4096)
-        client.create_region(region_name, "free_list", size)
+        in_flight = prefetch * workers + 2 * workers + 1
+        size = 2 * in_flight * (batch_bytes + 4096)
+        region = client.create_region(region_name, "free_list", size)
+        if mode == "shmalloc_ring":
+            # Owned by this process's session: freed by the daemon if it dies.
+            ring = region.allocate_many(batch_bytes, in_flight)
+            free_slots = ctx.Queue()
+            for block in ring:
+                free_slots.put(block.handle)
     procs = [ctx.Process(target=worker_main,
                          args=(mode, w, batches_per_worker, items, queue,
-                               start, socket, region_name))
+                               start, socket, region_name, free_slots))
              for w in range(workers)]
     for p in procs:
         p.start()
@@ -165,7 +191,7 @@ def run(mode: str, workers: int, batches_per_worker: int, batch_bytes: int,
                 done += 1
                 worker_cpu += item[2]
                 continue
-            consume(mode, item, items, client, read_all)
+            consume(mode, item, items, client, read_all, free_slots)
             consumed += 1
         seconds = time.perf_counter() - t0
         consumer_cpu = time.process_time() - cpu0
@@ -175,6 +201,8 @@ def run(mode: str, workers: int, batches_per_worker: int, batch_bytes: int,
                 raise RuntimeError(f"worker exit code {p.exitcode}")
         if consumed != total_batches:
             raise RuntimeError(f"consumed {consumed} of {total_batches}")
+        if ring:
+            region.free_many(ring)
         if client is not None:
             left = client.stats(region_name)["regions"][0]["live_allocations"]
             if left != 0:

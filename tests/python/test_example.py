@@ -1,4 +1,4 @@
-"""examples/python/data_loader.py runs (small sizes) in its three modes."""
+"""examples/python/data_loader.py runs (small sizes) in its four modes."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def test_data_loader_example_runs(daemon):
          "--batch-mib", "0.25"],
         capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
-    for mode in ("shmalloc", "pickle", "shared_memory"):
+    for mode in ("shmalloc", "shmalloc_ring", "pickle", "shared_memory"):
         assert any(line.startswith(mode) for line in out.stdout.splitlines()), \
             out.stdout
     print(out.stdout)
