@@ -161,3 +161,20 @@ def test_python_m_shmalloc_stats(daemon, client, region_name):
                          env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and "NOT_FOUND" in out.stderr
     keep.free()
+
+
+def test_closed_region_keeps_existing_views(client, region_name):
+    region = client.create_region(region_name, "free_list", 1 << 20)
+    block = region.allocate(4096)
+    array = block.ndarray(np.uint32)
+    region.close()
+    assert region.closed
+    with pytest.raises(shmalloc.FailedPreconditionError):
+        region.allocate(64)
+    array[:] = 5  # the mapping lives while the block and its views do
+    assert int(array.sum()) == 5 * 1024
+    fresh = client.region(region_name)  # a new handle for new work
+    assert fresh is not region
+    assert client.open(block).ndarray(np.uint32)[7] == 5
+    block.free()
+    assert fresh.stats()["live_allocations"] == 0

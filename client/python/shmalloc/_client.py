@@ -74,6 +74,11 @@ class Handle(NamedTuple):
     generation: int
 
 
+# What names a block: a Handle, a (region, offset, size, generation) tuple,
+# or an Allocation (its handle).
+HandleLike = Union[Handle, Tuple[str, int, int, int], "Allocation"]
+
+
 class _Native:
     """Owns one C handle and releases it exactly once, in the process that
     made it (never in a forked child, whose copy is not backed by threads)."""
@@ -263,6 +268,11 @@ class Client:
             self._regions[name] = region
             return region
 
+    def _forget(self, region: "Region") -> None:
+        with self._regions_lock:
+            if self._regions.get(region.name) is region:
+                del self._regions[region.name]
+
     def regions(self) -> List[Dict[str, Any]]:
         """Returns every region's description (ListRegions) as dicts: name,
         strategy, size_bytes, block_size, generation, heap_begin, ..."""
@@ -282,23 +292,29 @@ class Client:
 
     # ---- hand-off ----------------------------------------------------------
 
-    def open(self, handle: Union[Handle, Tuple[str, int, int, int]]
+    def open(self, handle: HandleLike
              ) -> "Allocation":
         """Returns a non-owning Allocation over a block another process
         handed over (it is not freed when this object goes away). Raises
         FailedPreconditionError when the region was reset since the handle
         was made (stale), InvalidArgumentError when the bytes lie outside
         the heap, NotFoundError."""
-        h = Handle(*handle)
+        h = _as_handle(handle)
         return self.region(h.region)._open(h, owning=False)
 
-    def adopt(self, handle: Union[Handle, Tuple[str, int, int, int]]
+    def adopt(self, handle: HandleLike
               ) -> "Allocation":
         """Returns an owning Allocation over a block another process handed
         over and detached: this process now frees it (close(), the end of a
         ``with`` block, or garbage collection). Errors as open()."""
-        h = Handle(*handle)
+        h = _as_handle(handle)
         return self.region(h.region)._open(h, owning=True)
+
+
+def _as_handle(handle: Any) -> Handle:
+    if isinstance(handle, Allocation):
+        return handle.handle
+    return Handle(*handle)
 
 
 _first_client: Optional["weakref.ReferenceType[Client]"] = None
@@ -330,13 +346,13 @@ def default_client() -> Client:
         return _default_client
 
 
-def open_handle(handle: Union[Handle, Tuple[str, int, int, int]],
+def open_handle(handle: HandleLike,
                 client: Optional[Client] = None) -> "Allocation":
     """Client.open on `client` (default: default_client())."""
     return (client or default_client()).open(handle)
 
 
-def adopt(handle: Union[Handle, Tuple[str, int, int, int]],
+def adopt(handle: HandleLike,
           client: Optional[Client] = None) -> "Allocation":
     """Client.adopt on `client` (default: default_client())."""
     return (client or default_client()).adopt(handle)
@@ -354,6 +370,7 @@ class Region:
     def __init__(self, client: Client, native: _Native) -> None:
         self._client = client
         self._native = native
+        self._closed = False
         info = _lib.RegionInfo()
         _lib.check(_lib.lib().shmalloc_region_info(native.ptr, byref(info)))
         self.name: str = info.name.decode("utf-8")
@@ -364,7 +381,15 @@ class Region:
         self.heap_end: int = info.heap_end
 
     def _ptr(self) -> int:
+        # For blocks already made: works after close() (the mapping lives
+        # until the last Allocation, view, Arena or BlockCache is gone).
         return self._native.get(f"Region {self.name!r}")
+
+    def _open_ptr(self) -> int:
+        # For anything new: refused after close().
+        if self._closed:
+            raise FailedPreconditionError(f"Region {self.name!r} is closed")
+        return self._ptr()
 
     @property
     def client(self) -> Client:
@@ -372,7 +397,7 @@ class Region:
 
     @property
     def closed(self) -> bool:
-        return self._native.ptr is None
+        return self._closed or self._native.ptr is None
 
     @property
     def generation(self) -> int:
@@ -402,9 +427,11 @@ class Region:
         raise NotFoundError(f"no stats for region {self.name!r}")
 
     def close(self) -> None:
-        """Forgets this handle; the mapping goes away once no Allocation,
-        view or Arena made from it is alive. Idempotent."""
-        self._native.close()
+        """Refuses new allocations through this object from now on; blocks,
+        views, arenas and caches made from it keep working, and the mapping
+        goes away (munmap) once none of them is alive. Idempotent."""
+        self._closed = True
+        self._client._forget(self)
 
     def __enter__(self) -> "Region":
         return self
@@ -444,7 +471,7 @@ class Region:
         sizes = (c_uint64 * count)()
         generation = c_uint64()
         _lib.check(_lib.lib().shmalloc_allocate_extents(
-            self._ptr(), size, count, alignment, 1 if detached else 0,
+            self._open_ptr(), size, count, alignment, 1 if detached else 0,
             offsets, sizes, byref(generation)))
         return [Allocation(self, offsets[i], size, generation.value,
                            owning=True, detached=detached,
@@ -477,7 +504,7 @@ class Region:
         """Frees everything in the region and bumps its generation (old
         handles become stale). Raises FailedPreconditionError when it has
         live allocations and not force."""
-        _lib.check(_lib.lib().shmalloc_region_reset(self._ptr(),
+        _lib.check(_lib.lib().shmalloc_region_reset(self._open_ptr(),
                                                     1 if force else 0))
 
     def arena(self, capacity_bytes: int = 0) -> "Arena":
@@ -486,7 +513,7 @@ class Region:
         capacity_bytes (> 4096) owned by this session."""
         ptr = c_void_p()
         _lib.check(_lib.lib().shmalloc_arena_create(
-            self._ptr(), capacity_bytes, byref(ptr)))
+            self._open_ptr(), capacity_bytes, byref(ptr)))
         return Arena(self, _Native(ptr.value,
                                    _lib.lib().shmalloc_arena_destroy))
 
@@ -496,7 +523,7 @@ class Region:
         FailedPreconditionError for other strategies."""
         ptr = c_void_p()
         _lib.check(_lib.lib().shmalloc_block_cache_create(
-            self._ptr(), batch, byref(ptr)))
+            self._open_ptr(), batch, byref(ptr)))
         return BlockCache(self, _Native(
             ptr.value, _lib.lib().shmalloc_block_cache_destroy))
 
