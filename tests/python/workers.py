@@ -4,7 +4,6 @@ name). Each opens its own shmalloc.Client on the socket it is given."""
 from __future__ import annotations
 
 import multiprocessing as mp
-from typing import Tuple
 
 import numpy as np
 
