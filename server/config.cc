@@ -49,6 +49,9 @@ ServerLimits ResolveLimits(const v1::Limits& limits) {
     resolved.session_grace_ms = limits.session_grace_ms();
   }
   if (limits.max_watchers() != 0) resolved.max_watchers = limits.max_watchers();
+  if (limits.max_sessions_per_peer() != 0) {
+    resolved.max_sessions_per_peer = limits.max_sessions_per_peer();
+  }
   return resolved;
 }
 

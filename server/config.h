@@ -41,6 +41,9 @@ struct ServerLimits {
   // Concurrent WatchStats streams (each costs a Stats per tick under the
   // region locks); one more is RESOURCE_EXHAUSTED.
   uint32_t max_watchers = 64;
+  // Sessions one peer (a process, by SO_PEERCRED on the Unix socket) may
+  // hold open at once; one more is RESOURCE_EXHAUSTED.
+  uint32_t max_sessions_per_peer = 1024;
 };
 
 // Returns `limits` with defaults for the fields left 0.

@@ -16,6 +16,7 @@
 #include "absl/time/time.h"
 #include "server/call_gate.h"
 #include "server/config.h"
+#include "server/peer_table.h"
 #include "server/region_registry.h"
 #include "server/rpc_metrics.h"
 #include "server/session_table.h"
@@ -40,6 +41,8 @@ struct Core {
   const ServerLimits limits;
   // WatchStats streams counted against limits.max_watchers.
   std::atomic<uint32_t> watchers{0};
+  // Unix-socket peers' credentials and their sessions (max_sessions_per_peer).
+  PeerTable peers;
   const absl::Time started;
   const uint64_t incarnation;  // random per daemon start; never 0
 

@@ -131,23 +131,19 @@ absl::Status Daemon::Listen() {
   grpc::ServerBuilder builder;
   builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
   builder.SetMaxSendMessageSize(kMaxMessageBytes);
-  builder.AddListeningPort(absl::StrCat("unix:", options_.socket),
-                           grpc::InsecureServerCredentials());
+  // The Unix socket is bound and accepted on by the daemon itself (its
+  // connections reach gRPC through AddInsecureChannelFromFd), so each
+  // peer's kernel credentials are known (peer_table.h); its mode is set
+  // before listen(), so no client ever connects through a wider one.
+  SHMALLOC_ASSIGN_OR_RETURN(unix_listener_,
+                            UnixListener::Bind(options_.socket, kSocketMode));
   std::vector<int> ports(options_.listen.size(), 0);
   for (size_t i = 0; i < options_.listen.size(); ++i) {
     builder.AddListeningPort(options_.listen[i],
                              grpc::InsecureServerCredentials(), &ports[i]);
   }
   builder.RegisterService(service_.get());
-  // gRPC binds the Unix socket inside BuildAndStart and accepts right away,
-  // so the socket file gets 0777 & ~umask at bind time: with a permissive
-  // umask, any local user could connect before SetSocketMode below. A umask
-  // of 0117 makes the bind itself create it 0660. umask is process-wide, so
-  // it is restored at once; files made meanwhile by other threads are not
-  // affected (MappedFile::Create sets exact modes with fchmod).
-  const mode_t saved_umask = umask(0777 & ~kSocketMode);
   server_ = builder.BuildAndStart();
-  umask(saved_umask);
   if (server_ == nullptr) {
     return absl::UnavailableError(
         absl::StrCat("cannot listen on unix:", options_.socket,
@@ -165,7 +161,7 @@ absl::Status Daemon::Listen() {
     endpoints_.push_back(
         absl::StrCat(address.substr(0, address.rfind(':')), ":", ports[i]));
   }
-  SHMALLOC_RETURN_IF_ERROR(SetSocketMode(options_.socket, kSocketMode));
+  unix_listener_->Start(server_.get(), &core_->peers);
   server_->GetHealthCheckService()->SetServingStatus("shmalloc.v1.Allocator",
                                                      true);
   SHMALLOC_LOG(Info) << "shmallocd listening on "
@@ -183,6 +179,7 @@ void Daemon::Shutdown(absl::Duration drain) {
   // 1. Refuse new calls; end every stream (OnDone orphans each session:
   // nothing a client still running holds is freed).
   if (reaper_ != nullptr) reaper_->Stop();
+  if (unix_listener_ != nullptr) unix_listener_->Stop();  // no new peers
   core_->unary_calls.Close();
   core_->streams.StopAll();
   // 2. Drain: unary calls in flight finish, every stream reaches OnDone.
@@ -203,7 +200,7 @@ void Daemon::Shutdown(absl::Duration drain) {
   // Streams that never reached OnDone: their sessions wait too.
   core_->sessions.OrphanAll(absl::Now());
   core_->regions.SyncAndClose();
-  if (server_ != nullptr) RemoveSocketFile(options_.socket);
+  if (unix_listener_ != nullptr) RemoveSocketFile(options_.socket);
   SHMALLOC_LOG(Info) << "shmallocd stopped; regions and "
                      << core_->sessions.orphaned()
                      << " orphaned session(s) persist in " << options_.shm_dir;

@@ -2,8 +2,10 @@
 //
 // Start locks shm_dir (one daemon per directory: <shm_dir>/shmalloc.lock),
 // re-attaches every region in it, creates the configured regions that are
-// absent, then listens on the Unix socket (mode 0660; a stale socket file
-// nobody answers on is replaced) and on any TCP addresses, with
+// absent, then listens on the Unix socket (mode 0660, set before listen();
+// a stale socket file nobody answers on is replaced; connections accepted
+// by the daemon itself so each peer's SO_PEERCRED is known: unix_listener.h)
+// and on any TCP addresses, with
 // grpc.health.v1 (SERVING) and server reflection next to shmalloc.v1,
 // and serves /metrics over HTTP when options.metrics_listen is set. Start
 // also attaches the persistent session table (<shm_dir>/shmalloc.sessions):
@@ -35,6 +37,7 @@
 #include "server/service.h"
 #include "server/session_reaper.h"
 #include "server/shm_file.h"
+#include "server/unix_listener.h"
 
 namespace shmalloc::server {
 
@@ -75,6 +78,9 @@ class Daemon {
   std::unique_ptr<AllocatorService> service_;
   std::unique_ptr<SessionReaper> reaper_;  // running between Start, Shutdown
   std::unique_ptr<grpc::Server> server_;
+  // Accepts on the Unix socket and hands connections to server_ (declared
+  // after it: destroyed, so stopped, first).
+  std::unique_ptr<UnixListener> unix_listener_;
   std::unique_ptr<MetricsServer> metrics_;  // reads core_: declared after it
   std::vector<std::string> endpoints_;
   bool shut_down_ = false;

@@ -102,9 +102,9 @@ grpc::ServerUnaryReactor* AllocatorService::DeleteRegion(
 }
 
 grpc::ServerWriteReactor<v1::SessionEvent>* AllocatorService::OpenSession(
-    grpc::CallbackServerContext* /*context*/,
+    grpc::CallbackServerContext* context,
     const v1::OpenSessionRequest* request) {
-  return new SessionReactor(core_, *request);
+  return new SessionReactor(core_, *request, context->peer());
 }
 
 absl::Status AllocatorService::DoAllocate(const v1::AllocateRequest& request,

@@ -10,7 +10,8 @@
 namespace shmalloc::server {
 
 SessionReactor::SessionReactor(Core& core,
-                               const v1::OpenSessionRequest& request)
+                               const v1::OpenSessionRequest& request,
+                               const std::string& grpc_peer)
     : core_(core) {
   // Register before taking our own lock (lock order: registry, then us).
   registered_ = core_.streams.Add(this);
@@ -21,6 +22,17 @@ SessionReactor::SessionReactor(Core& core,
     FinishOnce(absl::UnavailableError("shmallocd is shutting down"));
     return;
   }
+  // One process cannot take every session (review item L3).
+  const std::string key = core_.peers.Key(grpc_peer, request.pid());
+  if (absl::Status s =
+          core_.peers.AcquireSession(key, core_.limits.max_sessions_per_peer);
+      !s.ok()) {
+    core_.metrics.Record("OpenSession", s.code());
+    SHMALLOC_LOG(Warning) << "session refused: " << s.message();
+    FinishOnce(s);
+    return;
+  }
+  peer_key_ = key;
   absl::StatusOr<uint64_t> id;
   std::string token;
   const bool resume = !request.resume_token().empty();
@@ -119,6 +131,7 @@ void SessionReactor::OnDone() {
                          << freed << " owned allocations freed";
     }
   }
+  if (!peer_key_.empty()) core_.peers.ReleaseSession(peer_key_);
   // Last: shutdown waits for the registry to empty, so by then every
   // session is released or orphaned.
   if (registered_) core_.streams.Remove(this);

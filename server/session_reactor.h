@@ -34,9 +34,12 @@ class SessionReactor final : public grpc::ServerWriteReactor<v1::SessionEvent>,
   // Starts the stream for `request`: opens the session and writes its event,
   // or finishes with the error (UNAVAILABLE while shutting down,
   // RESOURCE_EXHAUSTED over max_sessions, INVALID_ARGUMENT for a long
-  // client name; for a resume: NOT_FOUND for an unknown or expired token,
-  // FAILED_PRECONDITION when that session is attached to a live stream).
-  SessionReactor(Core& core, const v1::OpenSessionRequest& request);
+  // client name, RESOURCE_EXHAUSTED when the peer — the client process, by
+  // `grpc_peer` (peer_table.h) — already holds max_sessions_per_peer; for a
+  // resume: NOT_FOUND for an unknown or expired token, FAILED_PRECONDITION
+  // when that session is attached to a live stream).
+  SessionReactor(Core& core, const v1::OpenSessionRequest& request,
+                 const std::string& grpc_peer);
 
   void OnWriteDone(bool ok) override;
   void OnCancel() override;
@@ -50,6 +53,7 @@ class SessionReactor final : public grpc::ServerWriteReactor<v1::SessionEvent>,
 
   Core& core_;
   bool registered_ = false;  // in core_.streams; set before any callback
+  std::string peer_key_;     // counted in core_.peers when non-empty
   absl::Mutex mu_;
   uint64_t session_id_ ABSL_GUARDED_BY(mu_) = 0;
   std::string client_name_ ABSL_GUARDED_BY(mu_);

@@ -277,5 +277,61 @@ TEST_F(WatcherCapTest, OneWatcherPastTheCapIsResourceExhausted) {
   (void)b->reader->Finish();
 }
 
+// limits.max_sessions_per_peer: a process (known by the kernel's
+// credentials of its connection, not by what it declares) cannot take every
+// session; another process still gets its own; an ended session frees its
+// place.
+class PeerLimitTest : public DaemonTest {
+ protected:
+  DaemonOptions Options() const override {
+    return DaemonOptions{.config_text =
+                             "limits { max_sessions_per_peer: 3 }\n"};
+  }
+};
+
+TEST_F(PeerLimitTest, OneProcessCannotTakeEverySession) {
+  std::vector<std::unique_ptr<Session>> mine;
+  for (int i = 0; i < 3; ++i) {
+    absl::StatusOr<std::unique_ptr<Session>> s = Session::Open(stub());
+    ASSERT_THAT(s, IsOk()) << i;
+    mine.push_back(*std::move(s));
+  }
+  // Over several connections too: the peer is the process.
+  auto other_channel = daemon_->NewChannel();
+  auto other_stub = v1::Allocator::NewStub(other_channel);
+  absl::Status refused = Session::Open(*other_stub).status();
+  EXPECT_THAT(refused, StatusIs(absl::StatusCode::kResourceExhausted));
+  EXPECT_THAT(std::string(refused.message()),
+              HasSubstr("max_sessions_per_peer"));
+  // Another process gets its own three, and no more.
+  absl::StatusOr<ProcessResult> hog = RunProcess(
+      {MISBEHAVING_CLIENT_PATH, "sessions", daemon_->socket_path(), "10"});
+  ASSERT_THAT(hog, IsOk());
+  ASSERT_EQ(hog->exit_code, 0) << hog->err;
+  EXPECT_THAT(hog->out, HasSubstr("opened 3\n"));
+  EXPECT_THAT(
+      hog->out,
+      HasSubstr(absl::StrCat(
+          "refused ", static_cast<int>(grpc::StatusCode::RESOURCE_EXHAUSTED))));
+  // The sessions still work.
+  ASSERT_THAT(CreateRegion(stub(), "pool", v1::STRATEGY_POOL), IsOk());
+  EXPECT_THAT(Allocate(stub(), *mine[0], "pool", 64, 1), IsOk());
+  // Ending one frees a place (counted down when the daemon sees the stream
+  // end: bounded retry).
+  mine.pop_back();
+  bool admitted = false;
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (!admitted && absl::Now() < deadline) {
+    absl::StatusOr<std::unique_ptr<Session>> s = Session::Open(stub());
+    if (s.ok()) {
+      admitted = true;
+      mine.push_back(*std::move(s));
+    } else {
+      ASSERT_THAT(s.status(), StatusIs(absl::StatusCode::kResourceExhausted));
+    }
+  }
+  EXPECT_TRUE(admitted);
+}
+
 }  // namespace
 }  // namespace shmalloc::testing
