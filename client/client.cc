@@ -135,12 +135,7 @@ absl::StatusOr<std::vector<Extent>> Client::Allocate(
   v1::AllocateResponse response;
   absl::Status s = connection_->Allocate(std::move(request), &response);
   if (!s.ok()) return s;
-  std::vector<Extent> extents;
-  extents.reserve(response.extents_size());
-  for (const v1::Extent& e : response.extents()) {
-    extents.push_back({e.offset(), e.size_bytes()});
-  }
-  return extents;
+  return internal::ExtentsOf(response);
 }
 
 absl::StatusOr<uint64_t> Client::Free(std::string_view region,

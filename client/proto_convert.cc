@@ -68,4 +68,20 @@ v1::CreateRegionRequest ToProto(const CreateRegionOptions& options) {
   return request;
 }
 
+std::vector<Extent> ExtentsOf(const v1::AllocateResponse& response) {
+  std::vector<Extent> extents;
+  if (!response.offsets().empty()) {
+    extents.reserve(response.offsets_size());
+    for (uint64_t offset : response.offsets()) {
+      extents.push_back({offset, response.extent_size_bytes()});
+    }
+    return extents;
+  }
+  extents.reserve(response.extents_size());
+  for (const v1::Extent& e : response.extents()) {
+    extents.push_back({e.offset(), e.size_bytes()});
+  }
+  return extents;
+}
+
 }  // namespace shmalloc::client::internal

@@ -4,6 +4,8 @@
 #ifndef CLIENT_PROTO_CONVERT_H_
 #define CLIENT_PROTO_CONVERT_H_
 
+#include <vector>
+
 #include "shmalloc/types.h"
 #include "shmalloc/v1/shmalloc.pb.h"
 
@@ -13,6 +15,9 @@ RegionInfo FromProto(const v1::Region& region);
 RegionStats FromProto(const v1::RegionStats& stats);
 DaemonStats FromProto(const v1::Stats& stats);
 v1::CreateRegionRequest ToProto(const CreateRegionOptions& options);
+// The extents of an Allocate answer, in either form (packed offsets + one
+// size, or one Extent message each; see AllocateRequest.packed).
+std::vector<Extent> ExtentsOf(const v1::AllocateResponse& response);
 
 }  // namespace shmalloc::client::internal
 

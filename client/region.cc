@@ -108,24 +108,22 @@ absl::StatusOr<std::vector<Extent>> Region::AllocateExtents(
   SHMALLOC_RETURN_IF_ERROR(CheckIncarnation());
   if (generation != nullptr) *generation = response.generation();
   const uint32_t expected = std::max<uint32_t>(count, 1);
-  if (static_cast<uint64_t>(response.extents_size()) != expected) {
+  std::vector<Extent> extents = internal::ExtentsOf(response);
+  if (extents.size() != expected) {
     return absl::DataLossError(absl::StrCat(
         "Allocate on region '", info_.name, "': asked for ", expected,
-        " extents, the daemon answered ", response.extents_size()));
+        " extents, the daemon answered ", extents.size()));
   }
-  std::vector<Extent> extents;
-  extents.reserve(response.extents_size());
-  for (const v1::Extent& e : response.extents()) {
+  for (const Extent& e : extents) {
     // Never a pointer outside this mapping, whatever the daemon (or a
     // damaged region) answers.
     SHMALLOC_RETURN_IF_ERROR(
-        CheckExtent(e.offset(), e.size_bytes(), "the daemon's extent"));
-    if (e.size_bytes() < size) {
+        CheckExtent(e.offset, e.size_bytes, "the daemon's extent"));
+    if (e.size_bytes < size) {
       return absl::DataLossError(absl::StrCat(
-          "Allocate on region '", info_.name, "': extent at ", e.offset(),
-          " has ", e.size_bytes(), " bytes, ", size, " were asked for"));
+          "Allocate on region '", info_.name, "': extent at ", e.offset,
+          " has ", e.size_bytes, " bytes, ", size, " were asked for"));
     }
-    extents.push_back({e.offset(), e.size_bytes()});
   }
   return extents;
 }

@@ -1,6 +1,8 @@
 #include "server/service.h"
 
+#include <algorithm>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
@@ -131,11 +133,27 @@ absl::Status AllocatorService::DoAllocate(const v1::AllocateRequest& request,
   SHMALLOC_ASSIGN_OR_RETURN(AllocateResult result, region->Allocate(args, [&] {
     return core_.sessions.IsOpen(session_id);
   }));
-  response.mutable_extents()->Reserve(static_cast<int>(result.extents.size()));
-  for (const Extent& extent : result.extents) {
-    v1::Extent* out = response.add_extents();
-    out->set_offset(extent.offset);
-    out->set_size_bytes(extent.size_bytes);
+  const std::vector<Extent>& extents = result.extents;
+  const bool same_size =
+      !extents.empty() &&
+      std::all_of(extents.begin(), extents.end(), [&](const Extent& e) {
+        return e.size_bytes == extents.front().size_bytes;
+      });
+  if (request.packed() && same_size) {
+    google::protobuf::RepeatedField<uint64_t>& offsets =
+        *response.mutable_offsets();
+    offsets.Resize(static_cast<int>(extents.size()), 0);
+    for (size_t i = 0; i < extents.size(); ++i) {
+      offsets[static_cast<int>(i)] = extents[i].offset;
+    }
+    response.set_extent_size_bytes(extents.front().size_bytes);
+  } else {
+    response.mutable_extents()->Reserve(static_cast<int>(extents.size()));
+    for (const Extent& extent : extents) {
+      v1::Extent* out = response.add_extents();
+      out->set_offset(extent.offset);
+      out->set_size_bytes(extent.size_bytes);
+    }
   }
   response.set_generation(result.generation);
   return absl::OkStatus();
@@ -266,11 +284,10 @@ grpc::ServerUnaryReactor* AllocatorService::ListAllocations(
     };
     const RegionSource source{std::move(names), load, live_count};
     SHMALLOC_ASSIGN_OR_RETURN(
-        *response,
-        ListAllocationsPage(
-            *request, source,
-            [&](uint64_t id) { return core_.sessions.Label(id); },
-            static_cast<uint64_t>(absl::ToUnixMillis(absl::Now()))));
+        *response, ListAllocationsPage(
+                       *request, source,
+                       [&](uint64_t id) { return core_.sessions.Label(id); },
+                       static_cast<uint64_t>(absl::ToUnixMillis(absl::Now()))));
     return absl::OkStatus();
   });
 }
@@ -283,9 +300,8 @@ grpc::ServerUnaryReactor* AllocatorService::GetRegionMap(
                               core_.regions.Get(request->region()));
     SHMALLOC_ASSIGN_OR_RETURN(
         *response,
-        BuildRegionMap(Snapshot(*region), request->buckets(), [&](uint64_t id) {
-          return core_.sessions.Label(id);
-        }));
+        BuildRegionMap(Snapshot(*region), request->buckets(),
+                       [&](uint64_t id) { return core_.sessions.Label(id); }));
     return absl::OkStatus();
   });
 }

@@ -47,6 +47,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "bench/rpc/echo.grpc.pb.h"
+#include "shmalloc/client.h"
+#include "shmalloc/region.h"
 #include "shmalloc/v1/shmalloc.grpc.pb.h"
 #include "tests/integration/daemon_process.h"
 
@@ -61,6 +63,13 @@ ABSL_FLAG(std::string, target, "",
           "Use this running daemon (e.g. unix:/run/x.sock) instead of "
           "starting one");
 ABSL_FLAG(int, daemon_pid, 0, "With --target: the daemon's pid, for CPU");
+ABSL_FLAG(bool, packed, true,
+          "Batch Allocate asks for the packed answer (offsets + one size), "
+          "as the client library does; false = one Extent message each");
+ABSL_FLAG(bool, library, true,
+          "Also run the client library's calls (Region::Allocate + RAII "
+          "free, AllocateExtents + Free of a batch) next to the same calls "
+          "made with the raw stub, and report the ratios");
 ABSL_FLAG(std::string, echo_serve, "", "(internal) serve Echo on this UDS");
 ABSL_FLAG(int, ready_fd, -1, "(internal) readiness fd for --echo_serve");
 
@@ -292,6 +301,8 @@ int main(int argc, char** argv) {
   const uint32_t batch = absl::GetFlag(FLAGS_batch);
   const uint64_t block = absl::GetFlag(FLAGS_block_bytes);
   const std::string strategy = absl::GetFlag(FLAGS_strategy);
+  const bool packed = absl::GetFlag(FLAGS_packed);
+  const bool library = absl::GetFlag(FLAGS_library);
   std::vector<int> thread_counts;
   for (const std::string& t : absl::GetFlag(FLAGS_threads)) {
     int n = 0;
@@ -371,6 +382,7 @@ int main(int argc, char** argv) {
               "", "", "", "", "us/call", "us/call", "", "");
 
   std::vector<PhaseResult> results;
+  std::atomic<uint64_t> request_ids{1};
   auto echo_target = echo.target();
   for (int threads : thread_counts) {
     std::vector<std::unique_ptr<ev1::Echo::Stub>> echo_stubs;
@@ -453,41 +465,146 @@ int main(int argc, char** argv) {
           };
         }));
     PrintRow(results.back(), "values");
-    results.push_back(RunPhase(absl::StrCat("batch alloc ", batch, "+free"),
-                               threads, seconds, daemon_pid, [&](int t) -> Op {
-                                 return [&, stub = stubs[t].get()](
-                                            std::vector<double>& lat,
+    results.push_back(RunPhase(
+        absl::StrCat("batch alloc ", batch, "+free"), threads, seconds,
+        daemon_pid, [&](int t) -> Op {
+          return [&, stub = stubs[t].get()](std::vector<double>& lat,
                                             std::vector<double>& lat_free,
                                             bool& ok) -> uint64_t {
-                                   grpc::ClientContext c;
-                                   Deadline(c);
-                                   v1::AllocateRequest q;
-                                   q.set_session_id(session_id);
-                                   q.set_session_token(session_token);
-                                   q.set_region(region);
-                                   q.set_size_bytes(block);
-                                   q.set_count(batch);
-                                   v1::AllocateResponse a;
-                                   const auto t0 = Clock::now();
-                                   ok = stub->Allocate(&c, q, &a).ok() &&
-                                        a.extents_size() == int(batch);
-                                   lat.push_back(UsSince(t0));
-                                   if (a.extents_size() == 0) return 0;
-                                   grpc::ClientContext fc;
-                                   Deadline(fc);
-                                   v1::FreeRequest fq;
-                                   fq.set_session_id(session_id);
-                                   fq.set_session_token(session_token);
-                                   fq.set_region(region);
-                                   for (const v1::Extent& e : a.extents())
-                                     fq.add_offsets(e.offset());
-                                   v1::FreeResponse fa;
-                                   const auto f0 = Clock::now();
-                                   ok = stub->Free(&fc, fq, &fa).ok() && ok;
-                                   lat_free.push_back(UsSince(f0));
-                                   return ok ? batch : 0;
-                                 };
-                               }));
+            grpc::ClientContext c;
+            Deadline(c);
+            v1::AllocateRequest q;
+            q.set_session_id(session_id);
+            q.set_session_token(session_token);
+            q.set_region(region);
+            q.set_size_bytes(block);
+            q.set_count(batch);
+            q.set_packed(packed);
+            v1::AllocateResponse a;
+            const auto t0 = Clock::now();
+            ok = stub->Allocate(&c, q, &a).ok() &&
+                 a.extents_size() + a.offsets_size() == int(batch);
+            lat.push_back(UsSince(t0));
+            if (!ok) return 0;
+            grpc::ClientContext fc;
+            Deadline(fc);
+            v1::FreeRequest fq;
+            fq.set_session_id(session_id);
+            fq.set_session_token(session_token);
+            fq.set_region(region);
+            if (a.offsets_size() > 0) {
+              *fq.mutable_offsets() = a.offsets();
+            }
+            for (const v1::Extent& e : a.extents()) fq.add_offsets(e.offset());
+            v1::FreeResponse fa;
+            const auto f0 = Clock::now();
+            ok = stub->Free(&fc, fq, &fa).ok() && ok;
+            lat_free.push_back(UsSince(f0));
+            return ok ? batch : 0;
+          };
+        }));
+    PrintRow(results.back(), "offsets");
+    if (!library) continue;
+    // The same two calls with the raw stub, each with a request id as the
+    // library sends them, then through the client library.
+    results.push_back(RunPhase(
+        "pair, raw + request id", threads, seconds, daemon_pid,
+        [&](int t) -> Op {
+          return [&, stub = stubs[t].get()](std::vector<double>& lat,
+                                            std::vector<double>& lat_free,
+                                            bool& ok) -> uint64_t {
+            // Unique in the run: a reused Free id would be taken for a retry.
+            const uint64_t n = request_ids.fetch_add(1);
+            grpc::ClientContext c;
+            Deadline(c);
+            v1::AllocateRequest q;
+            q.set_session_id(session_id);
+            q.set_session_token(session_token);
+            q.set_region(region);
+            q.set_size_bytes(block);
+            q.set_request_id(absl::StrCat("rpc-load-a", n));
+            q.set_packed(true);
+            v1::AllocateResponse a;
+            const auto t0 = Clock::now();
+            ok = stub->Allocate(&c, q, &a).ok() && a.offsets_size() == 1;
+            lat.push_back(UsSince(t0));
+            if (!ok) return 1;
+            grpc::ClientContext fc;
+            Deadline(fc);
+            v1::FreeRequest fq;
+            fq.set_session_id(session_id);
+            fq.set_session_token(session_token);
+            fq.set_region(region);
+            fq.add_offsets(a.offsets(0));
+            fq.set_generation(a.generation());
+            fq.set_request_id(absl::StrCat("rpc-load-f", n));
+            v1::FreeResponse fa;
+            const auto f0 = Clock::now();
+            ok = stub->Free(&fc, fq, &fa).ok();
+            lat_free.push_back(UsSince(f0));
+            return 1;
+          };
+        }));
+    PrintRow(results.back(), "pairs");
+    std::vector<std::unique_ptr<shmalloc::client::Client>> clients;
+    std::vector<std::shared_ptr<shmalloc::client::Region>> regions;
+    for (int t = 0; t < threads; ++t) {
+      shmalloc::client::ConnectOptions options;
+      options.target = target;
+      options.client_name = absl::StrCat("rpc_load-lib-", t);
+      auto client = shmalloc::client::Client::Connect(options);
+      if (!client.ok()) {
+        std::fprintf(stderr, "Client::Connect: %s\n",
+                     client.status().ToString().c_str());
+        return 1;
+      }
+      auto r = (*client)->OpenRegion(region);
+      if (!r.ok()) {
+        std::fprintf(stderr, "OpenRegion: %s\n", r.status().ToString().c_str());
+        return 1;
+      }
+      clients.push_back(*std::move(client));
+      regions.push_back(*std::move(r));
+    }
+    results.push_back(RunPhase(
+        "pair, client library", threads, seconds, daemon_pid, [&](int t) -> Op {
+          return [&, r = regions[t].get()](std::vector<double>& lat,
+                                           std::vector<double>& lat_free,
+                                           bool& ok) -> uint64_t {
+            const auto t0 = Clock::now();
+            absl::StatusOr<shmalloc::client::Allocation> a = r->Allocate(block);
+            lat.push_back(UsSince(t0));  // the Allocate alone
+            ok = a.ok();
+            if (!ok) return 1;
+            const auto f0 = Clock::now();
+            ok = a->Free().ok();  // what the destructor does
+            lat_free.push_back(UsSince(f0));
+            return 1;
+          };
+        }));
+    PrintRow(results.back(), "pairs");
+    results.push_back(RunPhase(
+        absl::StrCat("batch ", batch, ", library"), threads, seconds,
+        daemon_pid, [&](int t) -> Op {
+          return [&, r = regions[t].get()](std::vector<double>& lat,
+                                           std::vector<double>& lat_free,
+                                           bool& ok) -> uint64_t {
+            uint64_t generation = 0;
+            const auto t0 = Clock::now();
+            absl::StatusOr<std::vector<shmalloc::client::Extent>> e =
+                r->AllocateExtents(block, batch, {}, &generation);
+            lat.push_back(UsSince(t0));
+            ok = e.ok() && e->size() == batch;
+            if (!ok) return 0;
+            std::vector<uint64_t> offsets;
+            offsets.reserve(e->size());
+            for (const auto& x : *e) offsets.push_back(x.offset);
+            const auto f0 = Clock::now();
+            ok = r->Free(offsets, generation).ok();
+            lat_free.push_back(UsSince(f0));
+            return ok ? batch : 0;
+          };
+        }));
     PrintRow(results.back(), "offsets");
   }
 
@@ -502,7 +619,8 @@ int main(int argc, char** argv) {
   std::printf("%2s %9s %9s %7s %9s %13s %13s %12s %12s %11s %9s\n", "", "us",
               "us", "", "us", "(alloc+free)", "", "us", "us", "(batch)",
               "(unary)");
-  for (size_t i = 0; i + 3 < results.size(); i += 4) {
+  const size_t stride = library ? 7 : 4;
+  for (size_t i = 0; i + 3 < results.size(); i += stride) {
     const PhaseResult& e = results[i];
     const PhaseResult& p = results[i + 1];
     const PhaseResult& ev = results[i + 2];
@@ -525,6 +643,36 @@ int main(int argc, char** argv) {
       "(srv CPU x: the daemon's CPU per Allocate or Free call / the echo "
       "server's CPU per Echo call; srv ns/off: daemon CPU per offset "
       "allocated and freed in the batch phase)\n");
+  if (library) {
+    std::printf("\nclient library vs raw stub, same calls (target: <= 1.15)\n");
+    std::printf("%2s %12s %12s %7s %12s %12s %7s %12s %12s %7s\n", "th",
+                "raw pair us", "lib pair us", "ratio", "raw alloc", "lib alloc",
+                "ratio", "raw b.off/s", "lib b.off/s", "ratio");
+    for (size_t i = 0; i + 6 < results.size(); i += stride) {
+      const PhaseResult& raw = results[i + 4];
+      const PhaseResult& lib = results[i + 5];
+      const PhaseResult& braw = results[i + 3];
+      const PhaseResult& blib = results[i + 6];
+      // Real time per pair: the phase's wall time over its pairs.
+      const double raw_pair = raw.wall_s * 1e6 * raw.threads /
+                              double(std::max<uint64_t>(raw.calls, 1));
+      const double lib_pair = lib.wall_s * 1e6 * lib.threads /
+                              double(std::max<uint64_t>(lib.calls, 1));
+      const double braw_rate = double(braw.items) / braw.wall_s;
+      const double blib_rate = double(blib.items) / blib.wall_s;
+      std::printf(
+          "%2d %12.1f %12.1f %7.2f %12.1f %12.1f %7.2f %12.0f %12.0f %7.2f\n",
+          raw.threads, raw_pair, lib_pair, lib_pair / raw_pair, raw.Pct(0.5),
+          lib.Pct(0.5), lib.Pct(0.5) / raw.Pct(0.5), braw_rate, blib_rate,
+          braw_rate / blib_rate);
+    }
+    std::printf(
+        "(pair us: wall time per Allocate+Free pair per thread, raw stub with "
+        "request ids vs Region::Allocate + Allocation::Free; alloc: p50 of the "
+        "Allocate alone; b.off/s: offsets/s of batch Allocate+Free, raw "
+        "packed stub vs Region::AllocateExtents + Region::Free, ratio "
+        "raw/lib)\n");
+  }
 
   uint64_t errors = 0;
   for (const PhaseResult& r : results) errors += r.errors;
