@@ -31,7 +31,9 @@ namespace shmalloc::server {
 
 // DaemonConfig.limits with every 0 replaced by its default.
 struct ServerLimits {
-  uint64_t max_region_bytes = uint64_t{64} << 30;  // heap bytes per region
+  // Bytes per region: its heap, and at creation its data and meta files
+  // together (the metadata counts: Region::Create).
+  uint64_t max_region_bytes = uint64_t{64} << 30;
   uint32_t max_regions = 256;
   uint32_t max_batch = 65536;  // extents per Allocate, offsets per Free
   uint32_t max_sessions = 4096;

@@ -85,10 +85,15 @@ class Region {
   // (name, strategy, heap size, block size, size classes, quota). Returns
   // INVALID_ARGUMENT (bad name, strategy, sizes or strategy options),
   // ALREADY_EXISTS (a file of that name exists), RESOURCE_EXHAUSTED (the
-  // mount is too small). On error no file is left behind.
-  // REQUIRES: the caller has checked daemon-wide limits.
+  // mount is too small). With `max_file_bytes` != 0, INVALID_ARGUMENT when
+  // both files together (heap, data header and every metadata area) would
+  // be larger: the daemon's max_region_bytes counts the metadata too, so a
+  // POOL of 8-byte blocks cannot cost many times its heap. On error no file
+  // is left behind.
+  // REQUIRES: the caller has checked the other daemon-wide limits.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<Region>> Create(
-      const std::string& shm_dir, const v1::CreateRegionRequest& request);
+      const std::string& shm_dir, const v1::CreateRegionRequest& request,
+      uint64_t max_file_bytes = 0);
 
   // What a look at the meta file alone says about region `name`'s files.
   enum class FileState {

@@ -171,7 +171,8 @@ absl::Status Corrupt(const std::string& path, absl::string_view what) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Region>> Region::Create(
-    const std::string& shm_dir, const v1::CreateRegionRequest& request) {
+    const std::string& shm_dir, const v1::CreateRegionRequest& request,
+    uint64_t max_file_bytes) {
   SHMALLOC_RETURN_IF_ERROR(ValidateRegionName(request.name()));
   SHMALLOC_ASSIGN_OR_RETURN(AllocatorOptions options, OptionsFor(request));
   SHMALLOC_ASSIGN_OR_RETURN(const uint64_t allocator_bytes,
@@ -206,6 +207,17 @@ absl::StatusOr<std::unique_ptr<Region>> Region::Create(
   const std::string data_path = JoinPath(shm_dir, DataFileName(request.name()));
   const std::string meta_path = JoinPath(shm_dir, MetaFileName(request.name()));
   const uint64_t data_bytes = options.end;
+  if (max_file_bytes != 0 && (data_bytes > max_file_bytes ||
+                              meta_bytes > max_file_bytes - data_bytes)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "region ", request.name(), " needs ", data_bytes + meta_bytes,
+        " bytes of files (", data_bytes, " data, ", meta_bytes,
+        " metadata: allocator, owner records, undo log), over the daemon's "
+        "limit max_region_bytes = ",
+        max_file_bytes,
+        "; use a smaller region, larger blocks or a lower "
+        "max_live_allocations"));
+  }
 
   // The meta file first: until its magic is written the region does not
   // exist, and a crash leaves files that Open calls incomplete.

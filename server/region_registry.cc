@@ -212,7 +212,7 @@ absl::StatusOr<std::shared_ptr<Region>> RegionRegistry::Create(
     creating_.insert(request.name());
   }
   absl::StatusOr<std::unique_ptr<Region>> created =
-      Region::Create(shm_dir_, request);
+      Region::Create(shm_dir_, request, limits_.max_region_bytes);
   absl::MutexLock lock(&mu_);
   creating_.erase(request.name());
   if (!created.ok()) return created.status();

@@ -48,9 +48,10 @@ class RegionRegistry {
   // FAILED_PRECONDITION when shm_dir itself is unusable.
   [[nodiscard]] absl::StatusOr<size_t> LoadExisting();
 
-  // Creates a region. INVALID_ARGUMENT (name, geometry, size over
-  // max_region_bytes), ALREADY_EXISTS, RESOURCE_EXHAUSTED (max_regions, or
-  // the mount is too small). State unchanged on error. Thread-safe.
+  // Creates a region. INVALID_ARGUMENT (name, geometry, heap or heap plus
+  // metadata files over max_region_bytes), ALREADY_EXISTS, RESOURCE_EXHAUSTED
+  // (max_regions, or the mount is too small). State unchanged on error.
+  // Thread-safe.
   [[nodiscard]] absl::StatusOr<std::shared_ptr<Region>> Create(
       const v1::CreateRegionRequest& request);
 

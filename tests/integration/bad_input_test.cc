@@ -36,7 +36,7 @@ namespace {
 using ::google::protobuf::util::MessageDifferencer;
 using Code = absl::StatusCode;
 
-constexpr uint64_t kMaxRegionBytes = 16 << 20;  // limits in the config
+constexpr uint64_t kMaxRegionBytes = 256 << 20;  // limits in the config
 
 struct Env {
   std::unique_ptr<DaemonProcess> daemon;

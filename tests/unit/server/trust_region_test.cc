@@ -18,6 +18,8 @@
 #include "server/region.h"
 #include "server/region_meta.h"
 #include "server/region_name.h"
+#include "server/region_registry.h"
+#include "server/shm_file.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/unit/server/temp_dir.h"
 
@@ -161,6 +163,30 @@ TEST_F(TrustRegionTest, PoolMetadataWithoutCountersIsUpgradedAtOpen) {
   EXPECT_EQ(pool->layout_version, kPoolLayoutVersion);
   EXPECT_EQ(pool->live_allocations.load(), 3u);
   EXPECT_EQ(pool->requested_bytes.load(), 300u);
+}
+
+// max_region_bytes counts the metadata files too (review item L3): a POOL
+// of 8-byte blocks whose owner records and slots are many times its heap is
+// refused, with no file left behind; the same heap with big blocks fits.
+TEST_F(TrustRegionTest, MetadataCountsAgainstMaxRegionBytes) {
+  ServerLimits limits;
+  limits.max_region_bytes = 4 << 20;
+  RegionRegistry registry(dir_.path(), limits);
+  v1::CreateRegionRequest tiny = Request("tiny", v1::STRATEGY_POOL);
+  tiny.set_block_size(8);
+  absl::Status refused = registry.Create(tiny).status();
+  EXPECT_THAT(refused, StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_NE(refused.message().find("max_region_bytes"), std::string::npos);
+  EXPECT_EQ(registry.size(), 0u);
+  absl::StatusOr<std::vector<std::string>> files = ListDirectory(dir_.path());
+  ASSERT_THAT(files, IsOk());
+  EXPECT_TRUE(files->empty());
+  v1::CreateRegionRequest big = Request("big", v1::STRATEGY_POOL);
+  big.set_block_size(4096);
+  EXPECT_THAT(registry.Create(big), IsOk());
+  // Fewer owner records make the tiny-block pool fit.
+  tiny.set_max_live_allocations(1024);
+  EXPECT_THAT(registry.Create(tiny), IsOk());
 }
 
 }  // namespace
