@@ -25,8 +25,7 @@ absl::StatusOr<uint64_t> BlockCache::Allocate(uint64_t size) {
 }
 
 void* BlockCache::TryAllocate(uint64_t size) noexcept {
-  absl::StatusOr<uint64_t> offset = core_->Allocate(size);
-  return offset.ok() ? core_->region()->base() + *offset : nullptr;
+  return core_->TryAllocate(size);
 }
 
 absl::Status BlockCache::Free(uint64_t offset, uint64_t size) {
@@ -35,7 +34,7 @@ absl::Status BlockCache::Free(uint64_t offset, uint64_t size) {
 
 absl::Status BlockCache::Free(void* p, uint64_t size) {
   const auto* b = static_cast<const std::byte*>(p);
-  const std::byte* base = core_->region()->base();
+  const std::byte* base = core_->base();
   return core_->Free(b >= base ? static_cast<uint64_t>(b - base) : 0, size);
 }
 

@@ -75,6 +75,23 @@ class BlockCacheCore : public std::enable_shared_from_this<BlockCacheCore> {
     }
     return AllocateSlow(tc, c, gen);
   }
+  // TryAllocate without a StatusOr: the address, or nullptr on any error.
+  void* TryAllocate(uint64_t size) noexcept {
+    const int c = ClassOf(size);
+    if (c >= 0) [[likely]] {
+      ThreadCache* tc = GetThreadCache();
+      const uint64_t gen = Generation();
+      std::vector<uint64_t>& list = tc->classes[c];
+      if (tc->generation == gen && !list.empty()) [[likely]] {
+        const uint64_t offset = list.back();
+        list.pop_back();
+        Owned(Index(offset)).store(Tag(gen, c), std::memory_order_relaxed);
+        return base_ + offset;
+      }
+    }
+    absl::StatusOr<uint64_t> offset = Allocate(size);
+    return offset.ok() ? base_ + *offset : nullptr;
+  }
   absl::Status Free(uint64_t offset, uint64_t size) {
     const int c = ClassOf(size);
     if (c < 0) return NoClass(size);
@@ -110,6 +127,7 @@ class BlockCacheCore : public std::enable_shared_from_this<BlockCacheCore> {
   void ReleaseThreadCache(ThreadCache* tc);
 
   const std::shared_ptr<Region>& region() const { return region_; }
+  std::byte* base() const { return base_; }
   uint64_t id() const { return id_; }
 
  private:
@@ -171,6 +189,7 @@ class BlockCacheCore : public std::enable_shared_from_this<BlockCacheCore> {
   BlockCacheOptions options_;
   std::vector<uint64_t> class_sizes_;  // ascending
   uint64_t id_;                        // unique in this process, never 0
+  std::byte* base_;                    // region_->base()
   uint64_t heap_begin_;
   uint64_t heap_end_;
   uint64_t granule_;   // every block start - heap_begin is a multiple

@@ -13,7 +13,8 @@
 //             over a plain buffer of the same size.
 //   pair64    allocate(64) + one store + free, repeated: shmalloc
 //             BlockCache::TryAllocate/Free on a POOL region (64-byte blocks)
-//             vs mi_malloc/mi_free and glibc malloc/free.
+//             vs mi_malloc/mi_free and glibc malloc/free, and the floor of
+//             any offset cache: a thread-local vector of offsets, pop + push.
 // Threads 1 and 2 (each thread its own loop; a round's time is the slower
 // thread's). Figures: median ns per operation over the rounds, and the ratio
 // to mimalloc in the same run.
@@ -106,7 +107,7 @@ double RunAlloc(const AllocSubject& s, Alloc alloc, int threads,
   std::barrier sync(threads);
   std::vector<std::thread> pool;
   for (int t = 0; t < threads; ++t) {
-    pool.emplace_back([&, t] {
+    pool.emplace_back([&, t, alloc, objects] {
       for (int r = 0; r < rounds + 1; ++r) {  // round 0 warms up
         sync.arrive_and_wait();
         void* list = nullptr;
@@ -145,7 +146,7 @@ double RunPair(Pair pair, int threads, uint64_t pairs, int rounds) {
   std::barrier sync(threads);
   std::vector<std::thread> pool;
   for (int t = 0; t < threads; ++t) {
-    pool.emplace_back([&, t] {
+    pool.emplace_back([&, t, pair, pairs] {
       for (int r = 0; r < rounds + 1; ++r) {
         sync.arrive_and_wait();
         const Clock::time_point start = Clock::now();
@@ -215,8 +216,11 @@ int main(int argc, char** argv) {
     std::unique_ptr<sc::Arena> arena =
         Check(sc::Arena::Create(arena_region), "Arena::Create");
     const sc::Arena::Marker start = arena->Mark();
-    std::unique_ptr<sc::BlockCache> cache =
+    std::unique_ptr<sc::BlockCache> cache_owner =
         Check(sc::BlockCache::Create(pool_region), "BlockCache::Create");
+    // Raw pointers captured by value, as a user's code would hold them.
+    sc::Arena* const ap = arena.get();
+    sc::BlockCache* const cache = cache_owner.get();
 
     // Floors over a plain buffer big enough for two threads' large set.
     const uint64_t floor_bytes = 2 * kLargeObjects * kObject;
@@ -257,23 +261,23 @@ int main(int argc, char** argv) {
             mi_s, [](int) { return mi_malloc(kObject); }, threads, objects,
             rounds);
         const double ar = RunAlloc(
-            arena_s, [&](int) { return arena->TryAllocate(kObject); }, threads,
+            arena_s, [ap](int) { return ap->TryAllocate(kObject); }, threads,
             objects, rounds);
         const double gl = RunAlloc(
             glibc_s, [](int) { return glibc.malloc(kObject); }, threads,
             objects, rounds);
         const double fa = RunAlloc(
             fetch_s,
-            [&](int) -> void* {
+            [floor, &shared_cursor](int) -> void* {
               return floor + shared_cursor.fetch_add(kObject,
                                                      std::memory_order_relaxed);
             },
             threads, objects, rounds);
         const double bu = RunAlloc(
             bump_s,
-            [&](int t) -> void* {
-              std::byte* p = floor + t * per_thread + bump[t].cursor;
-              bump[t].cursor += kObject;
+            [floor, per_thread, b = bump.data()](int t) -> void* {
+              std::byte* p = floor + t * per_thread + b[t].cursor;
+              b[t].cursor += kObject;
               return p;
             },
             threads, objects, rounds);
@@ -295,7 +299,7 @@ int main(int argc, char** argv) {
           },
           threads, pairs, rounds);
       const double bc = RunPair(
-          [&](uint64_t i) {
+          [cache](uint64_t i) {
             void* p = cache->TryAllocate(kObject);
             if (p == nullptr) [[unlikely]]
               Die("BlockCache::TryAllocate");
@@ -312,10 +316,27 @@ int main(int argc, char** argv) {
             glibc.free(p);
           },
           threads, pairs, rounds);
+      // Floor of an offset cache: a thread's stack of offsets, pop + push,
+      // with no class lookup, ownership map or generation check.
+      const double st = RunPair(
+          [floor](uint64_t i) {
+            thread_local std::vector<uint64_t> stack = [] {
+              std::vector<uint64_t> v(64);
+              for (uint64_t k = 0; k < v.size(); ++k) v[k] = k * kObject;
+              v.reserve(256);
+              return v;
+            }();
+            const uint64_t off = stack.back();
+            stack.pop_back();
+            *reinterpret_cast<volatile uint64_t*>(floor + off) = i;
+            stack.push_back(off);
+          },
+          threads, pairs, rounds);
       for (const auto& [name, v] :
            {std::pair<const char*, double>{"shmalloc BlockCache", bc},
             {"mimalloc", mi},
-            {"glibc malloc", gl}}) {
+            {"glibc malloc", gl},
+            {"floor: offset stack", st}}) {
         std::printf("%-8s %-6s %-3d %-22s %9.2f %8.2f\n", "pair64", "-",
                     threads, name, v, v / mi);
       }
