@@ -5,6 +5,7 @@
 
 #include <cstring>
 #include <mutex>
+#include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -12,6 +13,12 @@
 
 namespace shmalloc::server {
 namespace {
+
+// strerror, thread-safe (the GNU strerror_r returns the text).
+std::string ErrnoText(int error) {
+  char buffer[128];
+  return strerror_r(error, buffer, sizeof(buffer));
+}
 
 // The innermost guarded access of this thread, or null. initial-exec: read
 // from the signal handler, which must not allocate TLS lazily.
@@ -51,7 +58,7 @@ void Install() {
   sigemptyset(&action.sa_mask);
   if (sigaction(SIGBUS, &action, &g_previous) != 0) {
     SHMALLOC_LOG(Error) << "cannot install the SIGBUS handler: "
-                        << std::strerror(errno);
+                        << ErrnoText(errno);
   }
 }
 
@@ -104,7 +111,9 @@ std::string DataFileWatch::reason() const {
 }
 
 absl::Status DataFileWatch::Check() {
-  if (damaged()) return absl::DataLossError(reason());
+  if (damaged()) {
+    return absl::DataLossError(reason());
+  }
   absl::StatusOr<uint64_t> size = file_->CurrentSize();
   if (!size.ok()) {
     return Damage(absl::StrCat("cannot check ", file_->path(), ": ",
@@ -122,8 +131,12 @@ absl::Status DataFileWatch::Check() {
 }
 
 absl::Status DataFileWatch::Guard(absl::FunctionRef<void()> access) {
-  if (absl::Status s = Check(); !s.ok()) return s;
-  if (GuardSigbus(access)) return absl::OkStatus();
+  if (absl::Status s = Check(); !s.ok()) {
+    return s;
+  }
+  if (GuardSigbus(access)) {
+    return absl::OkStatus();
+  }
   return Damage(absl::StrCat("SIGBUS touching ", file_->path(),
                              " (truncated under the daemon); the region is "
                              "DAMAGED (delete it, or reset it with force)"));
@@ -172,7 +185,9 @@ void GuardedAllocator::Reset() {
 
 AllocatorStats GuardedAllocator::Stats() const {
   AllocatorStats stats;
-  if (watch_->Guard([&] { stats = inner_->Stats(); }).ok()) return stats;
+  if (watch_->Guard([&] { stats = inner_->Stats(); }).ok()) {
+    return stats;
+  }
   // A damaged file reads as a full region (consistent figures, nothing to
   // hand out).
   stats = AllocatorStats{};

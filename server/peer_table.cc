@@ -1,8 +1,8 @@
 #include "server/peer_table.h"
 
-#include "absl/strings/strip.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 
 namespace shmalloc::server {
 
@@ -14,7 +14,9 @@ void PeerTable::Record(int fd, const PeerCredentials& credentials) {
 std::optional<PeerCredentials> PeerTable::Lookup(
     std::string_view grpc_peer) const {
   absl::string_view rest(grpc_peer.data(), grpc_peer.size());
-  if (!absl::ConsumePrefix(&rest, "fd:")) return std::nullopt;
+  if (!absl::ConsumePrefix(&rest, "fd:")) {
+    return std::nullopt;
+  }
   grpc_peer = std::string_view(rest.data(), rest.size());
   int fd = -1;
   if (!absl::SimpleAtoi(absl::string_view(grpc_peer.data(), grpc_peer.size()),
@@ -23,7 +25,9 @@ std::optional<PeerCredentials> PeerTable::Lookup(
   }
   absl::MutexLock lock(&mu_);
   auto it = by_fd_.find(fd);
-  if (it == by_fd_.end()) return std::nullopt;
+  if (it == by_fd_.end()) {
+    return std::nullopt;
+  }
   return it->second;
 }
 
@@ -39,7 +43,9 @@ absl::Status PeerTable::AcquireSession(const std::string& key, uint32_t limit) {
   absl::MutexLock lock(&mu_);
   uint32_t& n = sessions_[key];
   if (n >= limit) {
-    if (n == 0) sessions_.erase(key);
+    if (n == 0) {
+      sessions_.erase(key);
+    }
     return absl::ResourceExhaustedError(
         absl::StrCat(key, " already holds ", limit,
                      " sessions (limit max_sessions_per_peer = ", limit, ")"));
@@ -51,8 +57,12 @@ absl::Status PeerTable::AcquireSession(const std::string& key, uint32_t limit) {
 void PeerTable::ReleaseSession(const std::string& key) {
   absl::MutexLock lock(&mu_);
   auto it = sessions_.find(key);
-  if (it == sessions_.end()) return;
-  if (--it->second == 0) sessions_.erase(it);
+  if (it == sessions_.end()) {
+    return;
+  }
+  if (--it->second == 0) {
+    sessions_.erase(it);
+  }
 }
 
 uint32_t PeerTable::sessions(const std::string& key) const {

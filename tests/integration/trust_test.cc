@@ -221,7 +221,8 @@ TEST_F(DaemonTest, ScribbledArenaHeaderIsRepairedByForcedReset) {
 class WatcherCapTest : public DaemonTest {
  protected:
   DaemonOptions Options() const override {
-    return DaemonOptions{.config_text = "limits { max_watchers: 2 }\n"};
+    return DaemonOptions{.config_text = "limits { max_watchers: 2 }\n",
+                         .extra_flags = {}};
   }
 };
 
@@ -284,8 +285,8 @@ TEST_F(WatcherCapTest, OneWatcherPastTheCapIsResourceExhausted) {
 class PeerLimitTest : public DaemonTest {
  protected:
   DaemonOptions Options() const override {
-    return DaemonOptions{.config_text =
-                             "limits { max_sessions_per_peer: 3 }\n"};
+    return DaemonOptions{.config_text = "limits { max_sessions_per_peer: 3 }\n",
+                         .extra_flags = {}};
   }
 };
 
