@@ -645,9 +645,10 @@ int main(int argc, char** argv) {
       "allocated and freed in the batch phase)\n");
   if (library) {
     std::printf("\nclient library vs raw stub, same calls (target: <= 1.15)\n");
-    std::printf("%2s %12s %12s %7s %12s %12s %7s %12s %12s %7s\n", "th",
-                "raw pair us", "lib pair us", "ratio", "raw alloc", "lib alloc",
-                "ratio", "raw b.off/s", "lib b.off/s", "ratio");
+    std::printf("%2s %12s %12s %7s %10s %10s %7s %10s %10s %7s %12s %12s %7s\n",
+                "th", "raw pair us", "lib pair us", "ratio", "raw alloc",
+                "lib alloc", "ratio", "raw free", "lib free", "ratio",
+                "raw b.off/s", "lib b.off/s", "ratio");
     for (size_t i = 0; i + 6 < results.size(); i += stride) {
       const PhaseResult& raw = results[i + 4];
       const PhaseResult& lib = results[i + 5];
@@ -660,16 +661,19 @@ int main(int argc, char** argv) {
                               double(std::max<uint64_t>(lib.calls, 1));
       const double braw_rate = double(braw.items) / braw.wall_s;
       const double blib_rate = double(blib.items) / blib.wall_s;
+      const double raw_free = PhaseResult::Pct(raw.free_us, 0.5);
+      const double lib_free = PhaseResult::Pct(lib.free_us, 0.5);
       std::printf(
-          "%2d %12.1f %12.1f %7.2f %12.1f %12.1f %7.2f %12.0f %12.0f %7.2f\n",
+          "%2d %12.1f %12.1f %7.2f %10.1f %10.1f %7.2f %10.1f %10.1f %7.2f "
+          "%12.0f %12.0f %7.2f\n",
           raw.threads, raw_pair, lib_pair, lib_pair / raw_pair, raw.Pct(0.5),
-          lib.Pct(0.5), lib.Pct(0.5) / raw.Pct(0.5), braw_rate, blib_rate,
-          braw_rate / blib_rate);
+          lib.Pct(0.5), lib.Pct(0.5) / raw.Pct(0.5), raw_free, lib_free,
+          lib_free / raw_free, braw_rate, blib_rate, braw_rate / blib_rate);
     }
     std::printf(
         "(pair us: wall time per Allocate+Free pair per thread, raw stub with "
-        "request ids vs Region::Allocate + Allocation::Free; alloc: p50 of the "
-        "Allocate alone; b.off/s: offsets/s of batch Allocate+Free, raw "
+        "request ids vs Region::Allocate + Allocation::Free; alloc, free: p50 "
+        "of each call alone; b.off/s: offsets/s of batch Allocate+Free, raw "
         "packed stub vs Region::AllocateExtents + Region::Free, ratio "
         "raw/lib)\n");
   }
