@@ -19,7 +19,7 @@
 namespace shmalloc::server {
 namespace {
 
-constexpr char kDefaultShmDir[] = "/dev/shm";
+constexpr char kDefaultShmDir[] = "/dev/shm/shmalloc";
 
 // Keeps the first parse error with its position.
 class FirstError : public google::protobuf::io::ErrorCollector {
@@ -116,6 +116,7 @@ absl::StatusOr<DaemonOptions> ResolveOptions(
   options.shm_dir = !flags.shm_dir.empty()      ? flags.shm_dir
                     : !config.shm_dir().empty() ? config.shm_dir()
                                                 : kDefaultShmDir;
+  options.own_shm_dir = flags.shm_dir.empty() && config.shm_dir().empty();
   if (!flags.socket.empty()) {
     options.socket = flags.socket;
   } else if (!config.socket().empty()) {

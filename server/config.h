@@ -7,7 +7,9 @@
 //            $XDG_RUNTIME_DIR/shmalloc.sock, /tmp/shmalloc-$UID/shmalloc.sock)
 //   listen   --listen (comma-separated), DaemonConfig.listen, else none: TCP
 //            only when asked. "PORT" and ":PORT" mean 127.0.0.1:PORT.
-//   shm_dir  --shm_dir, DaemonConfig.shm_dir, else /dev/shm
+//   shm_dir  --shm_dir, DaemonConfig.shm_dir, else /dev/shm/shmalloc (the
+//            daemon creates it, mode 02750, and refuses it when another
+//            user owns it or it is writable by others: PrepareOwnDirectory)
 //   metrics_listen  --metrics_listen, else none: /metrics (Prometheus) is
 //            served only when asked. "PORT" and ":PORT" mean 127.0.0.1:PORT.
 //   config   --config; unset: DefaultConfigPath() (the installed
@@ -79,6 +81,7 @@ struct DaemonOptions {
   std::string socket;               // Unix socket path
   std::vector<std::string> listen;  // TCP host:port, normalised
   std::string shm_dir;              // region files live here
+  bool own_shm_dir = false;         // the default: create and check it
   std::string metrics_listen;       // HTTP host:port for /metrics; "" = off
   ServerLimits limits;
   std::vector<v1::CreateRegionRequest> regions;  // created at start if absent

@@ -20,6 +20,7 @@ namespace shmalloc::server {
 namespace {
 
 constexpr mode_t kSocketMode = 0660;
+constexpr mode_t kShmDirMode = 02750;
 constexpr int kMaxMessageBytes = 64 << 20;
 
 }  // namespace
@@ -38,6 +39,16 @@ std::string Daemon::metrics_endpoint() const {
 absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
     const DaemonOptions& options) {
   std::unique_ptr<Daemon> daemon(new Daemon(options));
+  if (options.own_shm_dir) {
+    // The default directory is the daemon's own: nobody else may plant or
+    // remove files in it (review H3). The setgid bit gives every file the
+    // directory's group: chgrp it to the clients' group to let them map
+    // the data files (0660).
+    if (absl::Status s = PrepareOwnDirectory(options.shm_dir, kShmDirMode);
+        !s.ok()) {
+      return s;
+    }
+  }
   absl::StatusOr<DirectoryLock> lock = DirectoryLock::Acquire(options.shm_dir);
   if (!lock.ok()) {
     return absl::Status(lock.status().code(),

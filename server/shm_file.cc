@@ -323,6 +323,37 @@ absl::Status CheckWritableDirectory(const std::string& dir) {
   return absl::OkStatus();
 }
 
+absl::Status PrepareOwnDirectory(const std::string& dir, mode_t mode) {
+  struct stat st;
+  if (lstat(dir.c_str(), &st) != 0) {
+    if (errno != ENOENT) return ErrnoError(errno, "lstat", dir);
+    if (mkdir(dir.c_str(), mode) != 0 && errno != EEXIST) {
+      return ErrnoError(errno, "mkdir", dir);
+    }
+    // Exactly `mode`, whatever the umask (and the setgid bit mkdir drops).
+    if (chmod(dir.c_str(), mode) != 0) return ErrnoError(errno, "chmod", dir);
+    if (lstat(dir.c_str(), &st) != 0) return ErrnoError(errno, "lstat", dir);
+  }
+  const char* why = nullptr;
+  absl::StatusCode code = absl::StatusCode::kFailedPrecondition;
+  if (S_ISLNK(st.st_mode)) {
+    why = "a symbolic link";
+  } else if (!S_ISDIR(st.st_mode)) {
+    why = "not a directory";
+  } else if (st.st_uid != geteuid()) {
+    why = "owned by another user";
+    code = absl::StatusCode::kPermissionDenied;
+  } else if ((st.st_mode & 022) != 0) {
+    why = "writable by group or others";
+  }
+  if (why == nullptr) return absl::OkStatus();
+  return absl::Status(
+      code, absl::StrCat("refusing region directory ", dir, ": ", why, " (",
+                         OwnershipText(st), "); shmallocd (uid ", geteuid(),
+                         ") keeps regions in a directory it owns that only it "
+                         "can write; remove it and start again"));
+}
+
 absl::Status PathExists(const std::string& path) {
   struct stat st;
   if (lstat(path.c_str(), &st) != 0) return ErrnoError(errno, "lstat", path);

@@ -142,6 +142,16 @@ class DirectoryLock {
 // PERMISSION_DENIED otherwise.
 [[nodiscard]] absl::Status CheckWritableDirectory(const std::string& dir);
 
+// Makes `dir` the daemon's own directory for region files: creates it with
+// exactly `mode` when absent (its parent must exist), then requires a real
+// directory (not a symlink) owned by the effective uid with no write bit
+// for group or others, so nobody else can plant, rename or remove files in
+// it. FAILED_PRECONDITION (a symlink, not a directory, writable by others)
+// or PERMISSION_DENIED (another owner), each naming the owner and mode and
+// saying to remove it; NOT_FOUND when the parent does not exist.
+[[nodiscard]] absl::Status PrepareOwnDirectory(const std::string& dir,
+                                               mode_t mode);
+
 // Returns OK when `path` exists (not following symlinks); NOT_FOUND when not.
 [[nodiscard]] absl::Status PathExists(const std::string& path);
 

@@ -69,6 +69,7 @@ TEST(ConfigTest, FlagsOverrideConfigOverrideDefaults) {
   SHMALLOC_ASSERT_OK(options);
   EXPECT_EQ(options->socket, "/flag.sock");
   EXPECT_EQ(options->shm_dir, "/config-shm");
+  EXPECT_FALSE(options->own_shm_dir);  // given: used as it is
   EXPECT_THAT(options->listen, ElementsAre("0.0.0.0:9"));
 
   options = ResolveOptions(config, {}, NoDefaultSocket);
@@ -79,7 +80,8 @@ TEST(ConfigTest, FlagsOverrideConfigOverrideDefaults) {
   options = ResolveOptions(v1::DaemonConfig(), {}, DefaultSocket);
   SHMALLOC_ASSERT_OK(options);
   EXPECT_EQ(options->socket, "/d.sock");
-  EXPECT_EQ(options->shm_dir, "/dev/shm");
+  EXPECT_EQ(options->shm_dir, "/dev/shm/shmalloc");
+  EXPECT_TRUE(options->own_shm_dir);
   EXPECT_TRUE(options->listen.empty());
   EXPECT_EQ(options->limits.max_region_bytes, uint64_t{64} << 30);
   EXPECT_EQ(options->limits.max_regions, 256u);

@@ -189,5 +189,34 @@ TEST_F(TrustRegionTest, MetadataCountsAgainstMaxRegionBytes) {
   EXPECT_THAT(registry.Create(tiny), IsOk());
 }
 
+// The default region directory is the daemon's own: created with exactly
+// its mode (setgid, group r-x), and refused when it is a symlink, a file, or
+// writable by group or others (someone could plant or remove files in it).
+TEST_F(TrustRegionTest, OwnDirectoryIsCreatedWithItsModeAndChecked) {
+  const std::string dir = dir_.File("regions");
+  const mode_t saved = umask(077);
+  EXPECT_THAT(PrepareOwnDirectory(dir, 02750), IsOk());
+  umask(saved);
+  struct stat st {};
+  ASSERT_EQ(lstat(dir.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISDIR(st.st_mode));
+  EXPECT_EQ(st.st_mode & 07777, 02750u);
+  EXPECT_THAT(PrepareOwnDirectory(dir, 02750), IsOk());  // again: fine
+
+  ASSERT_EQ(chmod(dir.c_str(), 0770), 0);
+  EXPECT_THAT(PrepareOwnDirectory(dir, 02750),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+  const std::string link = dir_.File("link");
+  ASSERT_EQ(symlink(dir.c_str(), link.c_str()), 0);
+  EXPECT_THAT(PrepareOwnDirectory(link, 02750),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+  const std::string file = dir_.File("file");
+  ASSERT_THAT(MappedFile::Create(file, 4096, 0600), IsOk());
+  EXPECT_THAT(PrepareOwnDirectory(file, 02750),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(PrepareOwnDirectory(dir_.File("no/such/parent"), 02750),
+              StatusIs(absl::StatusCode::kNotFound));
+}
+
 }  // namespace
 }  // namespace shmalloc::server
