@@ -319,6 +319,62 @@ TEST_P(AllocateFreeTest, ForcedResetFreesEverythingAndBumpsGeneration) {
   EXPECT_EQ(a->generation(), region_.generation() + 2);
 }
 
+// AllocateRequest.packed: offsets + one size instead of an Extent each,
+// when every extent has the same size (else the extents, as unasked); the
+// extents field stays the answer of a request that does not ask.
+TEST_P(AllocateFreeTest, PackedAnswerHoldsTheSameExtentsAndReplays) {
+  v1::AllocateRequest request;
+  request.set_session_id(session_->id());
+  request.set_session_token(session_->token());
+  request.set_region("heap");
+  request.set_size_bytes(48);
+  request.set_count(100);
+  request.set_packed(true);
+  request.set_request_id("packed-batch");
+  absl::StatusOr<v1::AllocateResponse> a = Allocate(stub(), request);
+  ASSERT_THAT(a, IsOk());
+  std::vector<uint64_t> offsets;
+  if (a->offsets_size() > 0) {
+    EXPECT_EQ(a->extents_size(), 0);
+    EXPECT_GE(a->extent_size_bytes(), 48u);
+    offsets.assign(a->offsets().begin(), a->offsets().end());
+  } else {
+    // Only FREE_LIST may hand out extents of different sizes.
+    EXPECT_EQ(GetParam(), v1::STRATEGY_FREE_LIST);
+    offsets = Offsets(*a);
+  }
+  ASSERT_EQ(offsets.size(), 100u);
+  std::vector<uint64_t> sorted = offsets;
+  std::sort(sorted.begin(), sorted.end());
+  EXPECT_EQ(std::adjacent_find(sorted.begin(), sorted.end()), sorted.end());
+  for (uint64_t offset : offsets) {
+    EXPECT_GE(offset, region_.heap_begin());
+    EXPECT_LT(offset, region_.heap_end());
+  }
+  // A retry with the same id answers the same offsets, in the same form.
+  absl::StatusOr<v1::AllocateResponse> again = Allocate(stub(), request);
+  ASSERT_THAT(again, IsOk());
+  EXPECT_EQ(again->offsets_size(), a->offsets_size());
+  std::vector<uint64_t> replayed(again->offsets().begin(),
+                                 again->offsets().end());
+  if (replayed.empty()) replayed = Offsets(*again);
+  EXPECT_EQ(replayed, offsets);
+  // Unasked, the same kind of request is answered with extents.
+  request.set_packed(false);
+  request.set_request_id("");
+  request.set_count(3);
+  absl::StatusOr<v1::AllocateResponse> plain = Allocate(stub(), request);
+  ASSERT_THAT(plain, IsOk());
+  EXPECT_EQ(plain->extents_size(), 3);
+  EXPECT_EQ(plain->offsets_size(), 0);
+  EXPECT_EQ(plain->extent_size_bytes(), 0u);
+  ASSERT_THAT(Free(stub(), *session_, "heap", offsets), IsOk());
+  ASSERT_THAT(Free(stub(), *session_, "heap", Offsets(*plain)), IsOk());
+  absl::StatusOr<v1::RegionStats> stats = GetRegionStats(stub(), "heap");
+  ASSERT_THAT(stats, IsOk());
+  EXPECT_EQ(stats->live_allocations(), 0u);
+}
+
 INSTANTIATE_TEST_SUITE_P(Strategies, AllocateFreeTest,
                          ::testing::ValuesIn(kFreeingStrategies), ParamName);
 
