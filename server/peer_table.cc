@@ -34,7 +34,15 @@ std::optional<PeerCredentials> PeerTable::Lookup(
 std::string PeerTable::Key(std::string_view grpc_peer,
                            int32_t declared_pid) const {
   if (std::optional<PeerCredentials> c = Lookup(grpc_peer)) {
-    return absl::StrCat("pid ", c->pid, " (uid ", c->uid, ")");
+    if (c->pid != 0) {
+      return absl::StrCat("pid ", c->pid, " (uid ", c->uid, ")");
+    }
+    // A peer in a PID namespace the daemon cannot see (another container):
+    // the kernel reports pid 0. Its uid is still the kernel's.
+    return absl::StrCat("uid ", c->uid,
+                        " outside the daemon's PID namespace, "
+                        "declared pid ",
+                        declared_pid);
   }
   return absl::StrCat("tcp pid ", declared_pid);
 }

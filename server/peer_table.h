@@ -12,7 +12,10 @@
 // arrives on a closed connection, so a lookup always finds the credentials
 // of the connection the call came on.
 //
-// A peer is a process (its pid as the kernel reports it). TCP connections
+// A peer is a process (its pid as the kernel reports it). A process in a PID
+// namespace the daemon cannot see (a client in another container) is
+// reported as pid 0: it is then counted by its uid and the pid it declares.
+// TCP connections
 // (--listen) carry no credentials: their sessions count against the pid the
 // client declares, prefixed "tcp", which a hostile client can vary; the TCP
 // listener is for trusted networks only (docs/design/trust.md).
@@ -51,7 +54,8 @@ class PeerTable {
   std::optional<PeerCredentials> Lookup(std::string_view grpc_peer) const;
 
   // The key sessions are counted under: "pid P (uid U)" from the kernel's
-  // credentials, else "tcp pid D" from the declared pid.
+  // credentials; the uid and the declared pid D when the kernel reports pid
+  // 0 (another PID namespace); else "tcp pid D".
   std::string Key(std::string_view grpc_peer, int32_t declared_pid) const;
 
   // Counts one more session for `key`; RESOURCE_EXHAUSTED (nothing
