@@ -32,8 +32,9 @@
 // point: the start of every Touch, the moment after a Touch published its
 // entry (before the caller's store), before and after the commit store, and
 // before every store of a rollback (Abort or Recover).
-// Between two consecutive crash points at most one metadata store happens,
-// so covering every k covers every store.
+// Between two consecutive crash points at most one metadata store happens
+// (or the stores to one run logged by LogFresh, every word of it logged
+// before the first store), so covering every k covers every store.
 //
 // Thread-safety: not thread-safe; one transaction at a time, under the
 // owner's lock. Touch costs one predictable branch when no transaction is
