@@ -304,6 +304,11 @@ TEST_F(PeerLimitTest, OneProcessCannotTakeEverySession) {
   EXPECT_THAT(refused, StatusIs(absl::StatusCode::kResourceExhausted));
   EXPECT_THAT(std::string(refused.message()),
               HasSubstr("max_sessions_per_peer"));
+  // Nothing was opened by the refusal.
+  absl::StatusOr<v1::Stats> stats = GetStats(stub());
+  ASSERT_THAT(stats, IsOk());
+  EXPECT_EQ(stats->sessions(), 3u);
+  EXPECT_EQ(stats->sessions_opened(), 3u);
   // Another process gets its own three, and no more.
   absl::StatusOr<ProcessResult> hog = RunProcess(
       {MISBEHAVING_CLIENT_PATH, "sessions", daemon_->socket_path(), "10"});
