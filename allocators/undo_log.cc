@@ -31,6 +31,7 @@ inline void CrashPoint() {
 }  // namespace
 
 void UndoLog::SetCrashPoint(uint64_t k, int exit_code) {
+  crash_armed_ = k != 0;
   crash_at = k;
   crash_passed = 0;
   crash_exit_code = exit_code;
@@ -102,6 +103,7 @@ void UndoLog::Begin() {
   SHMALLOC_CHECK(length() == 0) << "transaction begun over an unrecovered log";
   open_ = true;
   seen_ = 0;
+  std::fill(std::begin(recent_), std::end(recent_), 0);
   if (++stamp_ == 0) {  // wrapped: old stamps could match again
     std::fill(slot_stamp_.begin(), slot_stamp_.end(), 0);
     stamp_ = 1;
@@ -169,6 +171,8 @@ void UndoLog::TouchSlow(const void* addr) {
   const uint64_t offset = static_cast<uint64_t>(p - base_.data()) & ~7ULL;
   CheckWords(offset, 1);
   const auto* word = base_.data() + offset;
+  recent_[recent_next_] = reinterpret_cast<uintptr_t>(word);
+  recent_next_ = (recent_next_ + 1) % kRecent;
   if (Seen(offset)) return;
   UndoLogHeader* h = header();
   const uint64_t n = h->length.load(std::memory_order_relaxed);

@@ -111,7 +111,18 @@ class UndoLog {
   // `base` and the log has room (capacity is sized by the caller for the
   // largest transaction it allows; running out is a bug and aborts).
   void Touch(const void* addr) {
-    if (open_) TouchSlow(addr);
+    if (!open_) return;
+    // The words touched again and again (a strategy's counters and list
+    // heads) are found among the last few logged without the filter; the
+    // crash point at the start of every Touch is kept.
+    const uintptr_t word = reinterpret_cast<uintptr_t>(addr) & ~uintptr_t{7};
+    for (uintptr_t recent : recent_) {
+      if (recent == word) {
+        if (crash_armed_) MarkCrashPoint();
+        return;
+      }
+    }
+    TouchSlow(addr);
   }
   // Logs every word overlapping [addr, addr + bytes).
   void TouchRange(const void* addr, uint64_t bytes);
@@ -184,6 +195,13 @@ class UndoLog {
   std::vector<uint32_t> slot_stamp_;
   uint32_t stamp_ = 0;
   uint64_t seen_ = 0;  // offsets the filter holds for this transaction
+  // Addresses of the last words TouchSlow found or logged in this
+  // transaction (0 = none; cleared by Begin), round robin.
+  static constexpr int kRecent = 4;
+  uintptr_t recent_[kRecent] = {};
+  int recent_next_ = 0;
+  // Whether SetCrashPoint armed the hook (any log in the process).
+  static inline bool crash_armed_ = false;
 };
 
 // Runs `op` as one transaction on `log` (null: no logging): commits when it
