@@ -231,6 +231,9 @@ absl::StatusOr<uint64_t> Arena::Slow(uint64_t size, uint64_t alignment) {
     return Direct(AlignUp(size, kClaimGranule),
                   std::max(alignment, kClaimGranule));
   }
+  // Chunks hold addresses (base_ is page-aligned, so address alignment is
+  // offset alignment); offsets are returned.
+  const auto address0 = reinterpret_cast<uint64_t>(base_);
   const uint64_t id = id_.load(std::memory_order_relaxed);
   internal::ArenaChunk* slots = internal::tls_arena_chunks;
   const uint64_t home_index = id & (internal::kArenaChunkSlots - 1);
@@ -272,7 +275,7 @@ absl::StatusOr<uint64_t> Arena::Slow(uint64_t size, uint64_t alignment) {
       const uint64_t at = AlignUp(home.cursor, alignment);
       if (at <= home.end && size <= home.end - at) {
         home.cursor = at + size;
-        return at;
+        return at - address0;
       }
     }
     Evict(home);  // full (its tail becomes leftover) or stale
@@ -289,11 +292,12 @@ absl::StatusOr<uint64_t> Arena::Slow(uint64_t size, uint64_t alignment) {
   }
   claimed_bytes_.fetch_add(options_.chunk_bytes, std::memory_order_relaxed);
   chunks_.fetch_add(1, std::memory_order_relaxed);
-  home = {id, epoch, chunk->offset, chunk->offset + options_.chunk_bytes};
+  home = {id, epoch, address0 + chunk->offset,
+          address0 + chunk->offset + options_.chunk_bytes};
   const uint64_t at = AlignUp(home.cursor, alignment);
   if (at <= home.end && size <= home.end - at) {
     home.cursor = at + size;
-    return at;
+    return at - address0;
   }
   // A large alignment did not fit in the fresh chunk: go direct, keep it.
   return Direct(AlignUp(size, kClaimGranule),

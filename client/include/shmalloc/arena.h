@@ -81,8 +81,8 @@ namespace internal {
 struct ArenaChunk {
   uint64_t arena_id;  // Arena::id_ of the owner; 0 = empty
   uint64_t epoch;     // the shared reset epoch when claimed
-  uint64_t cursor;    // next free offset in the chunk
-  uint64_t end;       // one past the chunk
+  uint64_t cursor;    // address (not offset) of the next free byte
+  uint64_t end;       // address one past the chunk
 };
 // Per thread: an Arena's chunk normally sits in its home slot (id & 7),
 // which the inline fast path checks; the slow path looks in the other slots
@@ -249,11 +249,13 @@ inline void* Arena::TryChunk(uint64_t size, uint64_t alignment) noexcept {
   // alignment - 1 < kMaxAlignment with no common bits: a power of two.
   if (c.arena_id == id && alignment - 1 < kMaxAlignment &&
       (alignment & (alignment - 1)) == 0 && c.epoch == CurrentEpoch()) {
+    // Addresses: the mapping is page-aligned, so aligning the address
+    // aligns the offset (alignment <= 4096).
     const uint64_t at = (c.cursor + alignment - 1) & ~(alignment - 1);
     // size - 1 wraps for size 0, sending it to the slow path.
     if (at <= c.end && size - 1 < c.end - at) {
       c.cursor = at + size;
-      return base_ + at;
+      return reinterpret_cast<void*>(at);
     }
   }
   return nullptr;
@@ -269,7 +271,7 @@ inline void* Arena::TryAllocate(uint64_t size, uint64_t alignment) noexcept {
     const uint64_t at = (c.cursor + alignment - 1) & ~(alignment - 1);
     if (at <= c.end && size - 1 < c.end - at) {
       c.cursor = at + size;
-      return base_ + at;
+      return reinterpret_cast<void*>(at);
     }
   }
   return AllocateSlow(size, alignment);
