@@ -120,7 +120,7 @@ absl::StatusOr<std::vector<Extent>> OffsetAllocator::AllocateBatch(
 
 absl::StatusOr<uint64_t> OffsetAllocator::FreeBatch(
     std::span<const uint64_t> offsets) {
-  if (undo_ != nullptr && undo_->open()) {
+  if (InTransaction()) {
     // Inside a transaction the caller's Abort undoes a batch that fails
     // part-way, so no pre-pass: a duplicate, or anything not live, fails
     // its own Free (a duplicate's second Free finds the block free).

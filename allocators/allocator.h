@@ -206,7 +206,10 @@ class OffsetAllocator {
   // the extents allocated so far are still in the metadata: the caller rolls
   // them back by aborting the open transaction. Returns the first error of
   // Allocate. REQUIRES: a transaction is open on the undo log.
-  [[nodiscard]] absl::StatusOr<std::vector<Extent>> AllocateBatch(
+  // A strategy may override it (and FreeBatch) with a pass that relies on
+  // the transaction's exclusion (Pool: plain stores instead of one atomic
+  // read-modify-write per block), keeping every store logged.
+  [[nodiscard]] virtual absl::StatusOr<std::vector<Extent>> AllocateBatch(
       uint64_t size, uint64_t alignment, uint32_t count);
 
   // Frees every offset, all or nothing, and returns the bytes released;
@@ -215,10 +218,13 @@ class OffsetAllocator {
   // SizeOf first and the state is unchanged on error; inside one the
   // offsets are freed as they are checked and the caller rolls a failed
   // batch back by aborting (as for AllocateBatch).
-  [[nodiscard]] absl::StatusOr<uint64_t> FreeBatch(
+  [[nodiscard]] virtual absl::StatusOr<uint64_t> FreeBatch(
       std::span<const uint64_t> offsets);
 
  protected:
+  // True while a transaction is open on the undo log: the caller holds its
+  // owner's lock (no concurrent Allocate/Free) and aborts on error.
+  bool InTransaction() const { return undo_ != nullptr && undo_->open(); }
   // Logs the metadata word at `word` before a store to it.
   void Touch(const void* word) const {
     if (undo_ != nullptr) undo_->Touch(word);

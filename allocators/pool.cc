@@ -321,6 +321,85 @@ absl::Status Pool::Free(uint64_t offset) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::vector<Extent>> Pool::AllocateBatch(uint64_t size,
+                                                        uint64_t alignment,
+                                                        uint32_t count) {
+  uint64_t a = alignment == 0 ? default_alignment_ : alignment;
+  if (!InTransaction() || size - 1 >= block_size_ ||
+      a - 1 >= natural_alignment_ || (a & (a - 1)) != 0) {
+    return OffsetAllocator::AllocateBatch(size, alignment, count);
+  }
+  std::vector<Extent> extents;
+  extents.reserve(count);
+  // relaxed throughout: the transaction's lock orders us after every other
+  // Allocate/Free; the release store of the head below publishes the slots.
+  uint64_t head = meta_->head.load(std::memory_order_relaxed);
+  uint64_t carved = meta_->carved.load(std::memory_order_relaxed);
+  const uint64_t carved_before = carved;
+  for (uint32_t i = 0; i < count; ++i) {
+    uint64_t index = head & kIndexMask;
+    if (index != kPoolNullIndex) {
+      // Pop: the next link, and a new tag as every pop gives.
+      const uint64_t next = slot(index).load(std::memory_order_relaxed);
+      head = ((head + kTagOne) & kTagMask) | (next & kIndexMask);
+    } else if (carved < block_count_) {
+      index = carved++;
+    } else {
+      // The caller aborts: nothing stored here stands.
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "all ", block_count_, " blocks of ", block_size_, " bytes are live"));
+    }
+    Touch(&slot(index));
+    slot(index).store(kPoolAllocatedBit | size, std::memory_order_relaxed);
+    extents.push_back(Extent{begin_ + index * block_size_, block_size_});
+  }
+  if (carved != carved_before) {
+    Touch(&meta_->carved);
+    meta_->carved.store(carved, std::memory_order_relaxed);
+  }
+  Touch(&meta_->head);
+  meta_->head.store(head, std::memory_order_release);
+  if (counted_) {
+    Touch(&meta_->live_allocations);
+    meta_->live_allocations.fetch_add(count, std::memory_order_relaxed);
+    Touch(&meta_->requested_bytes);
+    meta_->requested_bytes.fetch_add(size * count, std::memory_order_relaxed);
+  }
+  return extents;
+}
+
+absl::StatusOr<uint64_t> Pool::FreeBatch(std::span<const uint64_t> offsets) {
+  if (!InTransaction()) return OffsetAllocator::FreeBatch(offsets);
+  // relaxed: as in AllocateBatch.
+  uint64_t head = meta_->head.load(std::memory_order_relaxed);
+  uint64_t requested = 0;
+  for (uint64_t offset : offsets) {
+    SHMALLOC_ASSIGN_OR_RETURN(const uint64_t index, BlockIndex(offset));
+    std::atomic<uint64_t>& s = slot(index);
+    const uint64_t state = s.load(std::memory_order_relaxed);
+    if ((state & kPoolAllocatedBit) == 0) {  // a duplicate lands here too
+      return absl::FailedPreconditionError(
+          absl::StrCat("offset ", offset, " (block ", index,
+                       ") is not live: double free or never allocated"));
+    }
+    requested += state & ~kPoolAllocatedBit;
+    // Push: the slot holds the link; the tag is kept (only pops bump it).
+    Touch(&s);
+    s.store(head & kIndexMask, std::memory_order_relaxed);
+    head = (head & kTagMask) | index;
+  }
+  Touch(&meta_->head);
+  meta_->head.store(head, std::memory_order_release);
+  if (counted_) {
+    Touch(&meta_->live_allocations);
+    meta_->live_allocations.fetch_sub(offsets.size(),
+                                      std::memory_order_relaxed);
+    Touch(&meta_->requested_bytes);
+    meta_->requested_bytes.fetch_sub(requested, std::memory_order_relaxed);
+  }
+  return block_size_ * offsets.size();
+}
+
 absl::StatusOr<uint64_t> Pool::SizeOf(uint64_t offset) const {
   SHMALLOC_ASSIGN_OR_RETURN(const uint64_t index, BlockIndex(offset));
   // relaxed: a snapshot of the state.

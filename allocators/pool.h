@@ -162,6 +162,16 @@ class Pool final : public OffsetAllocator {
   // atomic read-modify-writes on success. Thread-safe; lock-free.
   [[nodiscard]] absl::Status Free(uint64_t offset) override;
 
+  // In a transaction (the caller's lock excludes every other Allocate and
+  // Free): pops `count` blocks, or pushes every offset, in one pass with
+  // plain stores, each logged, and the counters and the head stored once.
+  // Outside one: OffsetAllocator's (lock-free, one call per block). Errors
+  // as Allocate / Free; on error the caller aborts the transaction.
+  [[nodiscard]] absl::StatusOr<std::vector<Extent>> AllocateBatch(
+      uint64_t size, uint64_t alignment, uint32_t count) override;
+  [[nodiscard]] absl::StatusOr<uint64_t> FreeBatch(
+      std::span<const uint64_t> offsets) override;
+
   // Returns block_size for a live block's start; INVALID_ARGUMENT /
   // FAILED_PRECONDITION as for Free. Thread-safe; lock-free.
   [[nodiscard]] absl::StatusOr<uint64_t> SizeOf(uint64_t offset) const override;
