@@ -163,6 +163,37 @@ BlockCacheCore::ThreadCache* BlockCacheCore::GetThreadCacheSlow() {
   return tc;
 }
 
+void* BlockCacheCore::TryAllocateSlow(uint64_t size) noexcept {
+  absl::StatusOr<uint64_t> offset = Allocate(size);
+  return offset.ok() ? base_ + *offset : nullptr;
+}
+
+absl::Status BlockCacheCore::FreeSlow(uint64_t offset, uint64_t size) {
+  const int c = ClassOf(size);
+  if (c < 0) return NoClass(size);
+  if (offset < heap_begin_ || offset >= heap_end_) return OutOfRange(offset);
+  const uint64_t rel = offset - heap_begin_;
+  const uint64_t index = Index(offset);
+  const uint64_t gen = Generation();
+  std::atomic_ref<uint16_t> owned = Owned(index);
+  // Handed out by this cache, in this generation, in this class: else a
+  // double free, a foreign or misaligned offset, a wrong size or a stale
+  // block, refused (never re-issued).
+  if (owned.load(std::memory_order_relaxed) != Tag(gen, c) ||
+      index * granule_ != rel) [[unlikely]] {
+    return RefuseFree(offset, size, c, gen);
+  }
+  owned.store(0, std::memory_order_relaxed);
+  ThreadCache* tc = GetThreadCache();
+  if (tc->generation != gen) [[unlikely]] {
+    DropStale(tc, gen);
+  }
+  std::vector<uint64_t>& list = tc->classes[c];
+  list.push_back(offset);
+  if (list.size() > options_.thread_capacity) return Drain(list, c, gen);
+  return absl::OkStatus();
+}
+
 void BlockCacheCore::DropStale(ThreadCache* tc, uint64_t gen) {
   uint64_t dropped = 0;
   for (std::vector<uint64_t>& list : tc->classes) {

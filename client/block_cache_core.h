@@ -30,6 +30,16 @@
 
 namespace shmalloc::client::internal {
 
+// One thread's direct-mapped lookup: cache id -> its ThreadCache.
+struct ThreadCacheSlot {
+  uint64_t cache_id;
+  void* cache;  // the cache's BlockCacheCore::ThreadCache
+};
+inline constexpr uint64_t kThreadCacheSlots = 4;
+extern thread_local constinit ThreadCacheSlot
+    tls_block_caches[kThreadCacheSlots]
+    __attribute__((tls_model("initial-exec")));
+
 class BlockCacheCore : public std::enable_shared_from_this<BlockCacheCore> {
  public:
   // One thread's lists, one per size class; only its owner touches them
@@ -76,10 +86,14 @@ class BlockCacheCore : public std::enable_shared_from_this<BlockCacheCore> {
     return AllocateSlow(tc, c, gen);
   }
   // TryAllocate without a StatusOr: the address, or nullptr on any error.
+  // The hit path makes no call (the miss is a tail call), so it needs no
+  // stack frame.
   void* TryAllocate(uint64_t size) noexcept {
     const int c = ClassOf(size);
-    if (c >= 0) [[likely]] {
-      ThreadCache* tc = GetThreadCache();
+    const ThreadCacheSlot& slot =
+        tls_block_caches[id_ & (kThreadCacheSlots - 1)];
+    if (c >= 0 && slot.cache_id == id_) [[likely]] {
+      auto* tc = static_cast<ThreadCache*>(slot.cache);
       const uint64_t gen = Generation();
       std::vector<uint64_t>& list = tc->classes[c];
       if (tc->generation == gen && !list.empty()) [[likely]] {
@@ -89,33 +103,33 @@ class BlockCacheCore : public std::enable_shared_from_this<BlockCacheCore> {
         return base_ + offset;
       }
     }
-    absl::StatusOr<uint64_t> offset = Allocate(size);
-    return offset.ok() ? base_ + *offset : nullptr;
+    return TryAllocateSlow(size);
   }
+  // Free's hit path (no call, see TryAllocate): a block this cache handed
+  // out in this generation and class goes back on the thread's list while
+  // the list has room. Everything else goes through FreeSlow, which refuses
+  // (never re-issues) a double free, a foreign or misaligned offset, a wrong
+  // size or a stale block, and drains a full list.
   absl::Status Free(uint64_t offset, uint64_t size) {
     const int c = ClassOf(size);
-    if (c < 0) return NoClass(size);
-    if (offset < heap_begin_ || offset >= heap_end_) return OutOfRange(offset);
-    const uint64_t rel = offset - heap_begin_;
-    const uint64_t index = Index(offset);
-    const uint64_t gen = Generation();
-    std::atomic_ref<uint16_t> owned = Owned(index);
-    // Handed out by this cache, in this generation, in this class: else a
-    // double free, a foreign or misaligned offset, a wrong size or a stale
-    // block, refused (never re-issued).
-    if (owned.load(std::memory_order_relaxed) != Tag(gen, c) ||
-        index * granule_ != rel) [[unlikely]] {
-      return RefuseFree(offset, size, c, gen);
+    const ThreadCacheSlot& slot =
+        tls_block_caches[id_ & (kThreadCacheSlots - 1)];
+    if (c >= 0 && offset >= heap_begin_ && offset < heap_end_ &&
+        slot.cache_id == id_) [[likely]] {
+      const uint64_t index = Index(offset);
+      const uint64_t gen = Generation();
+      std::atomic_ref<uint16_t> owned = Owned(index);
+      auto* tc = static_cast<ThreadCache*>(slot.cache);
+      std::vector<uint64_t>& list = tc->classes[c];
+      if (owned.load(std::memory_order_relaxed) == Tag(gen, c) &&
+          index * granule_ == offset - heap_begin_ && tc->generation == gen &&
+          list.size() < options_.thread_capacity) [[likely]] {
+        owned.store(0, std::memory_order_relaxed);
+        list.push_back(offset);  // capacity reserved: never reallocates
+        return absl::OkStatus();
+      }
     }
-    owned.store(0, std::memory_order_relaxed);
-    ThreadCache* tc = GetThreadCache();
-    if (tc->generation != gen) [[unlikely]] {
-      DropStale(tc, gen);
-    }
-    std::vector<uint64_t>& list = tc->classes[c];
-    list.push_back(offset);
-    if (list.size() > options_.thread_capacity) return Drain(list, c, gen);
-    return absl::OkStatus();
+    return FreeSlow(offset, size);
   }
 
   // Returns every cached block to the daemon. REQUIRES quiescence.
@@ -165,6 +179,8 @@ class BlockCacheCore : public std::enable_shared_from_this<BlockCacheCore> {
 
   ThreadCache* GetThreadCache();
   ThreadCache* GetThreadCacheSlow();
+  [[gnu::noinline]] void* TryAllocateSlow(uint64_t size) noexcept;
+  [[gnu::noinline]] absl::Status FreeSlow(uint64_t offset, uint64_t size);
   absl::StatusOr<uint64_t> AllocateSlow(ThreadCache* tc, int c, uint64_t gen);
   // Empties `tc`'s lists (blocks of an older generation: the reset freed
   // them) and moves it to `gen`.
@@ -215,19 +231,9 @@ class BlockCacheCore : public std::enable_shared_from_this<BlockCacheCore> {
   std::atomic<uint64_t> stale_blocks_{0};
 };
 
-// One thread's direct-mapped lookup: cache id -> its ThreadCache.
-struct ThreadCacheSlot {
-  uint64_t cache_id;
-  BlockCacheCore::ThreadCache* cache;
-};
-inline constexpr uint64_t kThreadCacheSlots = 4;
-extern thread_local constinit ThreadCacheSlot
-    tls_block_caches[kThreadCacheSlots]
-    __attribute__((tls_model("initial-exec")));
-
 inline BlockCacheCore::ThreadCache* BlockCacheCore::GetThreadCache() {
   ThreadCacheSlot& slot = tls_block_caches[id_ & (kThreadCacheSlots - 1)];
-  if (slot.cache_id == id_) return slot.cache;
+  if (slot.cache_id == id_) return static_cast<ThreadCache*>(slot.cache);
   return GetThreadCacheSlow();
 }
 
