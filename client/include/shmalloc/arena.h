@@ -255,7 +255,7 @@ inline void* Arena::TryChunk(uint64_t size, uint64_t alignment) noexcept {
     // size - 1 wraps for size 0, sending it to the slow path.
     if (at <= c.end && size - 1 < c.end - at) {
       c.cursor = at + size;
-      return reinterpret_cast<void*>(at);
+      return reinterpret_cast<void*>(at);  // NOLINT(performance-no-int-to-ptr)
     }
   }
   return nullptr;
@@ -271,7 +271,7 @@ inline void* Arena::TryAllocate(uint64_t size, uint64_t alignment) noexcept {
     const uint64_t at = (c.cursor + alignment - 1) & ~(alignment - 1);
     if (at <= c.end && size - 1 < c.end - at) {
       c.cursor = at + size;
-      return reinterpret_cast<void*>(at);
+      return reinterpret_cast<void*>(at);  // NOLINT(performance-no-int-to-ptr)
     }
   }
   return AllocateSlow(size, alignment);

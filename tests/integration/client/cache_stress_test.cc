@@ -50,7 +50,9 @@ TEST_F(CacheStressTest, CollidingArenasAlternatingStayBounded) {
   // 8 * 2 * 4000 * 16 bytes = 1 MiB handed out; allow every Arena two
   // partly used chunks on top.
   uint64_t claimed = 0;
-  for (const auto& a : arenas) claimed += a->Stats().claimed_bytes;
+  for (const auto& a : arenas) {
+    claimed += a->Stats().claimed_bytes;
+  }
   EXPECT_LE(claimed, (1u << 20) + 9u * 2 * (64u << 10));
   EXPECT_EQ(arenas[0]->Stats().chunks, uint64_t{(8 * kPairs * 16) >> 16} + 1);
 }
@@ -70,12 +72,15 @@ TEST_F(CacheStressTest, ManyThreadsManyArenasNeverOverlap) {
     absl::StatusOr<std::unique_ptr<sc::Arena>> a =
         sc::Arena::Create(region, {.chunk_bytes = 512});
     ASSERT_THAT(a, IsOk());
-    if (i % 2 == 0) arenas.push_back(*std::move(a));
+    if (i % 2 == 0) {
+      arenas.push_back(*std::move(a));
+    }
   }
   const uint64_t seed = std::random_device{}();
   std::cout << "seed " << seed << std::endl;
   std::vector<std::vector<std::pair<uint64_t*, uint64_t>>> got(kThreads);
   std::vector<std::thread> threads;
+  threads.reserve(kThreads);
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
       std::mt19937_64 rng(seed + t);
@@ -83,20 +88,27 @@ TEST_F(CacheStressTest, ManyThreadsManyArenasNeverOverlap) {
         sc::Arena& a = *arenas[rng() % kArenas];
         const uint64_t words = 1 + rng() % 8;
         auto* p = static_cast<uint64_t*>(a.TryAllocate(words * 8, 8));
-        if (p == nullptr) return;
-        const uint64_t tag = (uint64_t(t) << 32) | uint64_t(i);
+        if (p == nullptr) {
+          return;
+        }
+        const uint64_t tag =
+            (static_cast<uint64_t>(t) << 32) | static_cast<uint64_t>(i);
         std::fill(p, p + words, tag);
         got[t].emplace_back(p, words);
       }
-      for (auto& a : arenas) a->Flush();
+      for (auto& a : arenas) {
+        a->Flush();
+      }
     });
   }
-  for (std::thread& th : threads) th.join();
+  for (std::thread& th : threads) {
+    th.join();
+  }
   std::vector<std::pair<uint64_t*, uint64_t>> all;
   for (int t = 0; t < kThreads; ++t) {
     ASSERT_EQ(got[t].size(), size_t{kIters}) << "thread " << t;
     for (size_t i = 0; i < got[t].size(); ++i) {
-      const uint64_t tag = (uint64_t(t) << 32) | i;
+      const uint64_t tag = (static_cast<uint64_t>(t) << 32) | i;
       const auto [p, words] = got[t][i];
       ASSERT_TRUE(
           std::all_of(p, p + words, [tag](uint64_t w) { return w == tag; }))
@@ -135,6 +147,7 @@ TEST_F(CacheStressTest, ThreadExitRacesFlushAndBlocksCrossThreads) {
     std::deque<uint64_t> handoff;  // allocated by one thread, freed by another
     int done = 0;
     std::vector<std::thread> threads;
+    threads.reserve(kThreads);
     for (int t = 0; t < kThreads; ++t) {
       threads.emplace_back([&, t] {
         std::vector<uint64_t> mine;
@@ -161,7 +174,9 @@ TEST_F(CacheStressTest, ThreadExitRacesFlushAndBlocksCrossThreads) {
           ASSERT_EQ(*static_cast<uint64_t*>(region->ToPointer(o)), o);
           ASSERT_THAT((*cache)->Free(o, 256), IsOk());
         }
-        for (uint64_t o : mine) ASSERT_THAT((*cache)->Free(o, 256), IsOk());
+        for (uint64_t o : mine) {
+          ASSERT_THAT((*cache)->Free(o, 256), IsOk());
+        }
         {
           std::lock_guard<std::mutex> lock(mu);
           ++done;
@@ -176,7 +191,9 @@ TEST_F(CacheStressTest, ThreadExitRacesFlushAndBlocksCrossThreads) {
     }
     // The threads are exiting now: their hooks race this Flush.
     EXPECT_THAT((*cache)->Flush(), IsOk());
-    for (std::thread& th : threads) th.join();
+    for (std::thread& th : threads) {
+      th.join();
+    }
     EXPECT_THAT((*cache)->Flush(), IsOk());
     EXPECT_EQ((*cache)->Stats().cached_blocks, 0u);
     cache->reset();

@@ -152,7 +152,9 @@ TEST_F(TrustTest, StaleAllocationAfterForcedResetIsRefused) {
       (*theirs)->AllocateBatch(4096, 15);
   ASSERT_THAT(live, IsOk());
   bool reissued = false;
-  for (const sc::Allocation& a : *live) reissued |= a.offset() == offset;
+  for (const sc::Allocation& a : *live) {
+    reissued |= a.offset() == offset;
+  }
   EXPECT_TRUE(reissued);
 
   EXPECT_THAT(old->Free(), StatusIs(StatusCode::kFailedPrecondition));
@@ -285,7 +287,9 @@ TEST_F(TrustTest, BlockCacheDropsAndRefusesBlocksFromBeforeAReset) {
       (*theirs)->AllocateBatch(1024, 200);
   ASSERT_THAT(live, IsOk());
   std::vector<bool> theirs_at(region->heap_end() / 1024 + 1, false);
-  for (const sc::Allocation& a : *live) theirs_at[a.offset() / 1024] = true;
+  for (const sc::Allocation& a : *live) {
+    theirs_at[a.offset() / 1024] = true;
+  }
 
   // The pre-reset block is stale; the cached ones are never handed out.
   EXPECT_THAT((*cache)->Free(*held, 1024),
