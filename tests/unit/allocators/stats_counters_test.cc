@@ -261,5 +261,53 @@ TEST(StatsCountersTest, AbortRestoresTheCounters) {
   }
 }
 
+// Batches in a transaction (the daemon's path; Pool has a one-pass version
+// of its own) keep the counters equal to the walks, committed or aborted.
+TEST(StatsCountersTest, BatchesInATransactionKeepTheCounters) {
+  for (const bool pool_case : {true, false}) {
+    const AllocatorOptions o = pool_case ? PoolOptions() : FreeListOptions();
+    const uint64_t bytes = *MetadataBytes(o);
+    const uint64_t log_bytes = UndoLogBytes(1 << 16);
+    std::vector<uint64_t> storage((AlignUp(bytes, 64) + log_bytes) / 8 + 8);
+    std::span<std::byte> all = AsBytes(storage);
+    std::span<std::byte> meta = all.subspan(0, bytes);
+    auto a = CreateAllocator(meta, o);
+    ASSERT_THAT(a, IsOk());
+    auto log = UndoLog::Format(all, all.subspan(AlignUp(bytes, 64), log_bytes));
+    ASSERT_THAT(log, IsOk());
+    (*a)->set_undo_log(&*log);
+    auto walk = [&] { return pool_case ? WalkPool(meta) : WalkFreeList(meta); };
+    auto check = [&](const char* when) {
+      const AllocatorStats s = (*a)->Stats();
+      const Walked w = walk();
+      if (pool_case) {
+        EXPECT_EQ(s.live_allocations, w.live) << when;
+        EXPECT_EQ(s.requested_bytes, w.requested) << when;
+      } else {
+        EXPECT_EQ(s.largest_free_bytes, w.largest_free) << when;
+      }
+      EXPECT_THAT((*a)->CheckInvariants(), IsOk()) << when;
+    };
+    log->Begin();
+    auto batch = (*a)->AllocateBatch(40, 0, 100);
+    ASSERT_THAT(batch, IsOk());
+    log->Commit();
+    check("after a committed batch");
+    std::vector<uint64_t> half;
+    for (size_t i = 0; i < batch->size(); i += 2)
+      half.push_back((*batch)[i].offset);
+    log->Begin();
+    ASSERT_THAT((*a)->FreeBatch(half), IsOk());
+    log->Commit();
+    check("after a committed batch free");
+    const AllocatorStats before = (*a)->Stats();
+    log->Begin();
+    ASSERT_THAT((*a)->AllocateBatch(24, 0, 30), IsOk());
+    log->Abort();
+    check("after an aborted batch");
+    EXPECT_EQ((*a)->Stats().live_allocations, before.live_allocations);
+  }
+}
+
 }  // namespace
 }  // namespace shmalloc
