@@ -44,14 +44,22 @@ using ::shmalloc::server::Region;
 double ThreadCpuNs() {
   timespec ts;
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return double(ts.tv_sec) * 1e9 + double(ts.tv_nsec);
+  return static_cast<double>(ts.tv_sec) * 1e9 + static_cast<double>(ts.tv_nsec);
 }
 
 v1::Strategy StrategyOf(const std::string& name) {
-  if (name == "pool") return v1::STRATEGY_POOL;
-  if (name == "buddy") return v1::STRATEGY_BUDDY;
-  if (name == "slab") return v1::STRATEGY_SLAB;
-  if (name == "free_list") return v1::STRATEGY_FREE_LIST;
+  if (name == "pool") {
+    return v1::STRATEGY_POOL;
+  }
+  if (name == "buddy") {
+    return v1::STRATEGY_BUDDY;
+  }
+  if (name == "slab") {
+    return v1::STRATEGY_SLAB;
+  }
+  if (name == "free_list") {
+    return v1::STRATEGY_FREE_LIST;
+  }
   return v1::STRATEGY_UNSPECIFIED;
 }
 
@@ -85,7 +93,9 @@ int main(int argc, char** argv) {
     create.set_name("bench-" + name);
     create.set_strategy(strategy);
     create.set_size_bytes(uint64_t{64} << 20);
-    if (strategy == v1::STRATEGY_POOL) create.set_block_size(64);
+    if (strategy == v1::STRATEGY_POOL) {
+      create.set_block_size(64);
+    }
     absl::StatusOr<std::unique_ptr<Region>> region =
         Region::Create(dir, create);
     if (!region.ok()) {
@@ -101,7 +111,9 @@ int main(int argc, char** argv) {
         args.session_id = 7;
         args.size = 64;
         args.count = batch;
-        if (ids) args.request_hash = next_id++;
+        if (ids) {
+          args.request_hash = next_id++;
+        }
         absl::StatusOr<shmalloc::server::AllocateResult> a =
             (*region)->Allocate(args, [] { return true; });
         if (!a.ok()) {
@@ -112,10 +124,14 @@ int main(int argc, char** argv) {
         }
         std::vector<uint64_t> offsets;
         offsets.reserve(a->extents.size());
-        for (const auto& e : a->extents) offsets.push_back(e.offset);
+        for (const auto& e : a->extents) {
+          offsets.push_back(e.offset);
+        }
         FreeArgs free_args;
         free_args.session_id = 7;
-        if (ids) free_args.request_hash = next_id++;
+        if (ids) {
+          free_args.request_hash = next_id++;
+        }
         absl::StatusOr<uint64_t> freed = (*region)->Free(offsets, free_args);
         if (!freed.ok()) {
           std::fprintf(stderr, "%s: Free: %s\n", name.c_str(),
@@ -124,7 +140,8 @@ int main(int argc, char** argv) {
           break;
         }
       }
-      per_offset.push_back((ThreadCpuNs() - t0) / (double(rounds) * batch));
+      per_offset.push_back((ThreadCpuNs() - t0) /
+                           (static_cast<double>(rounds) * batch));
     }
     std::sort(per_offset.begin(), per_offset.end());
     if (!per_offset.empty()) {
