@@ -213,7 +213,16 @@ absl::Status AllocatorService::DoResetRegion(
     return absl::OkStatus();
   }
   SHMALLOC_ASSIGN_OR_RETURN(std::shared_ptr<Region> region, std::move(found));
-  SHMALLOC_RETURN_IF_ERROR(region->Reset(request.force()));
+  if (absl::Status s = region->Reset(request.force()); !s.ok()) {
+    // Found damaged by this very call (its data file truncated or grown):
+    // quarantined now, so the forced reset re-creates it as above.
+    if (!request.force() || !region->damaged()) return s;
+    (void)core_.regions.Get(request.name());
+    SHMALLOC_ASSIGN_OR_RETURN(std::shared_ptr<Region> fresh,
+                              core_.regions.ResetDamaged(request.name()));
+    response = fresh->Describe();
+    return absl::OkStatus();
+  }
   response = region->Describe();
   SHMALLOC_LOG(Info) << "reset region " << response.name() << " to generation "
                      << response.generation()

@@ -124,6 +124,26 @@ TEST_P(DataFileTest, WrongSizeDamagesOnlyThatRegion) {
   EXPECT_TRUE(DaemonAlive(*daemon_));
 }
 
+// A forced reset is what finds the damage: it re-creates the region at once.
+TEST_P(DataFileTest, ForcedResetOfAFreshlyDamagedRegionRecreatesIt) {
+  const FileCase c = GetParam();
+  absl::StatusOr<v1::Region> victim =
+      CreateRegion(stub(), "victim", c.strategy);
+  ASSERT_THAT(victim, IsOk());
+  Misbehave({"truncate", daemon_->RegionFile("victim"),
+             c.grow ? absl::StrCat(victim->size_bytes() * 2) : "0"});
+  absl::StatusOr<v1::Region> again = ResetRegion(stub(), "victim", true);
+  ASSERT_THAT(again, IsOk());
+  EXPECT_EQ(again->state(), v1::REGION_STATE_READY);
+  EXPECT_NE(again->incarnation(), victim->incarnation());
+  absl::StatusOr<std::unique_ptr<Session>> session = Session::Open(stub());
+  ASSERT_THAT(session, IsOk());
+  absl::StatusOr<v1::AllocateResponse> fresh =
+      Allocate(stub(), **session, "victim", 64, 2);
+  ASSERT_THAT(fresh, IsOk());
+  ExpectInHeap(*fresh, *again);
+}
+
 // A DAMAGED region is deleted with force (and only with force).
 TEST_P(DataFileTest, DamagedRegionIsDeletedWithForce) {
   const FileCase c = GetParam();
