@@ -285,8 +285,9 @@ absl::StatusOr<uint64_t> Arena::Slow(uint64_t size, uint64_t alignment) {
   absl::StatusOr<shmalloc::Extent> chunk =
       cursor_->Allocate(options_.chunk_bytes, kClaimGranule);
   if (!chunk.ok()) {
-    if (!absl::IsResourceExhausted(chunk.status())) return chunk.status();
-    // Too little left for a chunk: the request alone may still fit.
+    // Damaged: never a claim. Otherwise too little left for a chunk (or a
+    // chunk larger than the arena): the request alone may still fit.
+    if (absl::IsDataLoss(chunk.status())) return chunk.status();
     return Direct(AlignUp(size, kClaimGranule),
                   std::max(alignment, kClaimGranule));
   }

@@ -320,5 +320,25 @@ TEST_F(TrustTest, AllocationSpanNeverLeavesTheMapping) {
   EXPECT_EQ(header.data(), nullptr);
 }
 
+// An extent arena smaller than a chunk: claiming a chunk is refused as too
+// large, which is not damage; requests go straight to the shared cursor.
+TEST_F(TrustTest, ExtentArenaSmallerThanAChunkAllocatesDirectly) {
+  std::shared_ptr<sc::Region> region =
+      MakeRegion("small", sc::Strategy::kFreeList, 1 << 20);
+  ASSERT_NE(region, nullptr);
+  absl::StatusOr<std::unique_ptr<sc::Arena>> arena =
+      sc::Arena::Create(region, {.capacity_bytes = 16 << 10});
+  ASSERT_THAT(arena, IsOk());
+  void* a = (*arena)->TryAllocate(100);
+  void* b = (*arena)->TryAllocate(100, 64);
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  EXPECT_NE(a, b);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(b) % 64, 0u);
+  EXPECT_TRUE(InHeap(*region, b, 100));
+  EXPECT_THAT((*arena)->Allocate(64 << 10),
+              StatusIs(StatusCode::kInvalidArgument));
+}
+
 }  // namespace
 }  // namespace shmalloc::testing
