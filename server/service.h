@@ -11,6 +11,9 @@
 #ifndef SERVER_SERVICE_H_
 #define SERVER_SERVICE_H_
 
+#include <google/protobuf/arena.h>
+#include <grpcpp/support/message_allocator.h>
+
 #include <string_view>
 
 #include "absl/status/status.h"
@@ -19,9 +22,40 @@
 
 namespace shmalloc::server {
 
+// gRPC's MessageAllocator for one method: each call's request and response
+// live on a protobuf Arena of their own, so a batch of 1,000 extents (1,000
+// Extent messages unless the client asked for the packed answer) is a few
+// arena blocks instead of 1,000 heap allocations and frees.
+// Thread-safety: thread-safe (no state).
+template <typename Request, typename Response>
+class ArenaMessages final : public grpc::MessageAllocator<Request, Response> {
+ public:
+  grpc::MessageHolder<Request, Response>* AllocateMessages() override {
+    return new Holder();
+  }
+
+ private:
+  class Holder final : public grpc::MessageHolder<Request, Response> {
+   public:
+    Holder() {
+      this->set_request(
+          google::protobuf::Arena::CreateMessage<Request>(&arena_));
+      this->set_response(
+          google::protobuf::Arena::CreateMessage<Response>(&arena_));
+    }
+    void Release() override { delete this; }
+
+   private:
+    google::protobuf::Arena arena_;
+  };
+};
+
 class AllocatorService final : public v1::Allocator::CallbackService {
  public:
-  explicit AllocatorService(Core& core) : core_(core) {}
+  explicit AllocatorService(Core& core) : core_(core) {
+    SetMessageAllocatorFor_Allocate(&allocate_messages_);
+    SetMessageAllocatorFor_Free(&free_messages_);
+  }
 
   grpc::ServerUnaryReactor* CreateRegion(grpc::CallbackServerContext* context,
                                          const v1::CreateRegionRequest* request,
@@ -86,6 +120,8 @@ class AllocatorService final : public v1::Allocator::CallbackService {
                             std::string_view session_token) const;
 
   Core& core_;
+  ArenaMessages<v1::AllocateRequest, v1::AllocateResponse> allocate_messages_;
+  ArenaMessages<v1::FreeRequest, v1::FreeResponse> free_messages_;
 };
 
 }  // namespace shmalloc::server
