@@ -304,6 +304,29 @@ TEST_P(TxTest, WriteSetIsLogged) {
   EXPECT_GT(failing_batches, 0);
 }
 
+// In a transaction FreeBatch frees as it checks (Pool in one pass of plain
+// stores): a bad offset part-way, a duplicate included, fails and the
+// Abort restores every word.
+TEST_P(TxTest, ABatchFreeFailingPartWayRollsBack) {
+  const std::vector<uint64_t> live = PrepareMixed();
+  ASSERT_GE(live.size(), 3u);
+  const std::vector<std::vector<uint64_t>> bad = {
+      {live[0], live[1], live[0]},  // a duplicate after two good ones
+      {live[2], live[1] + 8},       // an interior offset
+  };
+  for (const std::vector<uint64_t>& offsets : bad) {
+    SCOPED_TRACE(absl::StrCat(name(), " seed ", seed_));
+    const std::vector<std::byte> before = region_->Snapshot();
+    region_->log().Begin();
+    absl::StatusOr<uint64_t> freed = allocator().FreeBatch(offsets);
+    EXPECT_FALSE(freed.ok());
+    EXPECT_GT(region_->log().length(), 0u) << "nothing was freed first";
+    region_->log().Abort();
+    EXPECT_EQ(DescribeDifference(before, region_->Snapshot()), "");
+    EXPECT_THAT(allocator().CheckInvariants(), IsOk());
+  }
+}
+
 TEST_P(TxTest, CrashAtEveryPointRecoversToBeforeOrAfter) {
   for (OpKind kind : {OpKind::kAlloc, OpKind::kFree, OpKind::kBatchAlloc,
                       OpKind::kBatchAllocFails, OpKind::kBatchFree}) {
