@@ -37,7 +37,7 @@ class ArenaMessages final : public grpc::MessageAllocator<Request, Response> {
  private:
   class Holder final : public grpc::MessageHolder<Request, Response> {
    public:
-    Holder() {
+    Holder() : arena_(Options(first_block_, sizeof(first_block_))) {
       this->set_request(
           google::protobuf::Arena::CreateMessage<Request>(&arena_));
       this->set_response(
@@ -46,6 +46,15 @@ class ArenaMessages final : public grpc::MessageAllocator<Request, Response> {
     void Release() override { delete this; }
 
    private:
+    static google::protobuf::ArenaOptions Options(char* block, size_t size) {
+      google::protobuf::ArenaOptions options;
+      options.initial_block = block;
+      options.initial_block_size = size;
+      return options;
+    }
+    // A unary call's messages fit here: one allocation per call (this
+    // holder); a batch's extents grow the arena.
+    alignas(8) char first_block_[1024];
     google::protobuf::Arena arena_;
   };
 };
