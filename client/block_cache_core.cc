@@ -136,7 +136,7 @@ BlockCacheCore::ThreadCache* BlockCacheCore::GetThreadCacheSlow() {
   std::vector<ThreadExitHook::Entry>& entries = tls_exit_hook.entries;
   for (const ThreadExitHook::Entry& e : entries) {
     if (e.id == id_) {
-      slot = {id_, e.cache};
+      slot = {id_, e.cache, e.cache->classes.data()};
       return e.cache;
     }
   }
@@ -159,7 +159,7 @@ BlockCacheCore::ThreadCache* BlockCacheCore::GetThreadCacheSlow() {
   std::erase_if(
       entries, [](const ThreadExitHook::Entry& e) { return e.core.expired(); });
   entries.push_back({id_, weak_from_this(), tc});
-  slot = {id_, tc};
+  slot = {id_, tc, tc->classes.data()};
   return tc;
 }
 

@@ -34,6 +34,9 @@ namespace shmalloc::client::internal {
 struct ThreadCacheSlot {
   uint64_t cache_id;
   void* cache;  // the cache's BlockCacheCore::ThreadCache
+  // That ThreadCache's classes.data(): one dependent load fewer on the hit
+  // paths (the lists are never resized after the ThreadCache is made).
+  std::vector<uint64_t>* lists;
 };
 inline constexpr uint64_t kThreadCacheSlots = 4;
 extern thread_local constinit ThreadCacheSlot
@@ -95,7 +98,7 @@ class BlockCacheCore : public std::enable_shared_from_this<BlockCacheCore> {
     if (c >= 0 && slot.cache_id == id_) [[likely]] {
       auto* tc = static_cast<ThreadCache*>(slot.cache);
       const uint64_t gen = Generation();
-      std::vector<uint64_t>& list = tc->classes[c];
+      std::vector<uint64_t>& list = slot.lists[c];
       if (tc->generation == gen && !list.empty()) [[likely]] {
         const uint64_t offset = list.back();
         list.pop_back();
@@ -120,7 +123,7 @@ class BlockCacheCore : public std::enable_shared_from_this<BlockCacheCore> {
       const uint64_t gen = Generation();
       std::atomic_ref<uint16_t> owned = Owned(index);
       auto* tc = static_cast<ThreadCache*>(slot.cache);
-      std::vector<uint64_t>& list = tc->classes[c];
+      std::vector<uint64_t>& list = slot.lists[c];
       if (owned.load(std::memory_order_relaxed) == Tag(gen, c) &&
           index * granule_ == offset - heap_begin_ && tc->generation == gen &&
           list.size() < options_.thread_capacity) [[likely]] {
