@@ -154,6 +154,7 @@ absl::StatusOr<std::shared_ptr<Connection>> Connection::Open(
     absl::MutexLock lock(&c->mu_);
     c->stub_ = v1::Allocator::NewStub(channel);
     c->channel_ = std::move(channel);
+    c->PublishLocked();
   }
   c->session_thread_ = std::thread([raw = c.get()] { raw->RunSession(); });
 
@@ -271,10 +272,8 @@ void Connection::AwaitChange(uint64_t epoch, absl::Time until) const {
 absl::Status Connection::Allocate(v1::AllocateRequest request,
                                   v1::AllocateResponse* response) {
   request.set_session_id(session_id_);
-  {
-    absl::MutexLock lock(&mu_);
-    request.set_session_token(session_token_);
-  }
+  // Set before opened_ (Open returns after it): never null here.
+  request.set_session_token(*token_fast_.load(std::memory_order_acquire));
   if (request.request_id().empty()) request.set_request_id(NewRequestId());
   request.set_packed(true);  // read with ExtentsOf (proto_convert.h)
   return Call(&v1::Allocator::Stub::Allocate, "Allocate", request, response,
@@ -284,13 +283,23 @@ absl::Status Connection::Allocate(v1::AllocateRequest request,
 absl::Status Connection::Free(v1::FreeRequest request,
                               v1::FreeResponse* response) {
   request.set_session_id(session_id_);
-  {
-    absl::MutexLock lock(&mu_);
-    request.set_session_token(session_token_);
-  }
+  // Set before opened_ (Open returns after it): never null here.
+  request.set_session_token(*token_fast_.load(std::memory_order_acquire));
   if (request.request_id().empty()) request.set_request_id(NewRequestId());
   return Call(&v1::Allocator::Stub::Free, "Free", request, response,
               Resend::kSafe);
+}
+
+void Connection::PublishLocked() {
+  stub_fast_.store(stub_.get(), std::memory_order_release);
+  epoch_fast_.store(epoch_, std::memory_order_release);
+  live_fast_.store(Live(), std::memory_order_release);
+}
+
+void Connection::SetTokenLocked(const std::string& token) {
+  session_token_ = token;
+  tokens_.push_back(std::make_unique<const std::string>(token));
+  token_fast_.store(tokens_.back().get(), std::memory_order_release);
 }
 
 void Connection::SetState(ConnectionState state, absl::Status why) {
@@ -298,6 +307,7 @@ void Connection::SetState(ConnectionState state, absl::Status why) {
     absl::MutexLock lock(&mu_);
     state_ = state;
     why_ = std::move(why);
+    PublishLocked();
   }
   if (on_state_change_) on_state_change_(state);
 }
@@ -317,7 +327,7 @@ std::string Connection::Attach(const v1::SessionEvent& event, bool resume,
     first_shm_dir_ = event.shm_dir();
     {
       absl::MutexLock lock(&mu_);
-      session_token_ = event.session_token();
+      SetTokenLocked(event.session_token());
       grace_ms_ = event.session_grace_ms();
       daemon_incarnation_ = event.daemon_incarnation();
     }
@@ -327,6 +337,7 @@ std::string Connection::Attach(const v1::SessionEvent& event, bool resume,
     state_ = ConnectionState::kConnected;
     epoch_ = 1;
     opened_ = true;
+    PublishLocked();
     return "";
   }
   if (event.session_id() != session_id_ || !event.resumed()) {
@@ -338,7 +349,7 @@ std::string Connection::Attach(const v1::SessionEvent& event, bool resume,
   // A daemon may rotate the token on resume; it is the one to use now.
   if (!event.session_token().empty()) {
     absl::MutexLock lock(&mu_);
-    session_token_ = event.session_token();
+    SetTokenLocked(event.session_token());
   }
   {
     absl::MutexLock lock(&mu_);
@@ -351,6 +362,7 @@ std::string Connection::Attach(const v1::SessionEvent& event, bool resume,
     ++resumes_;
     grace_ms_ = event.session_grace_ms();
     daemon_incarnation_ = event.daemon_incarnation();
+    PublishLocked();
   }
   if (on_state_change_) on_state_change_(ConnectionState::kResumed);
   return "";

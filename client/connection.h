@@ -19,6 +19,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -110,17 +111,27 @@ class Connection {
                         grpc::ClientContext*, const Request&, Response*),
                     std::string_view name, const Request& request,
                     Response* response, Resend resend = Resend::kSafe) {
-    const absl::Time wait_deadline = absl::Now() + call_wait_;
+    const absl::Time now = absl::Now();
+    const absl::Time wait_deadline = now + call_wait_;
     absl::Duration pause = initial_backoff_;
-    for (;;) {
+    for (bool first = true;; first = false) {
       uint64_t epoch = 0;
-      std::shared_ptr<v1::Allocator::Stub> stub;
-      absl::Status live = AwaitLive(name, wait_deadline, &epoch, &stub);
-      if (!live.ok()) return live;
+      v1::Allocator::Stub* stub = nullptr;
+      // The common case without the mutex: live, read from the mirrors
+      // (acquire pairs with PublishLocked's release stores).
+      if (live_fast_.load(std::memory_order_acquire)) {
+        epoch = epoch_fast_.load(std::memory_order_acquire);
+        stub = stub_fast_.load(std::memory_order_acquire);
+      } else {
+        std::shared_ptr<v1::Allocator::Stub> held;
+        absl::Status live = AwaitLive(name, wait_deadline, &epoch, &held);
+        if (!live.ok()) return live;
+        stub = held.get();  // every stub lives as long as the Connection
+      }
       grpc::ClientContext context;
-      context.set_deadline(absl::ToChronoTime(absl::Now() + rpc_timeout_));
-      const grpc::Status status =
-          (stub.get()->*method)(&context, request, response);
+      context.set_deadline(
+          absl::ToChronoTime((first ? now : absl::Now()) + rpc_timeout_));
+      const grpc::Status status = (stub->*method)(&context, request, response);
       if (status.ok()) return absl::OkStatus();
       const bool unknown =
           status.error_code() == grpc::StatusCode::UNAVAILABLE ||
@@ -183,6 +194,12 @@ class Connection {
   // Waits until epoch_ != epoch, the link is not live, or `until`.
   void AwaitChange(uint64_t epoch, absl::Time until) const;
   absl::Status StatusLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Stores the lock-free mirrors of stub_, epoch_ and Live() (in that
+  // order, release). Call after every change to them.
+  void PublishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sets session_token_ and its lock-free mirror.
+  void SetTokenLocked(const std::string& token)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool Live() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return opened_ && (state_ == ConnectionState::kConnected ||
                        state_ == ConnectionState::kResumed);
@@ -225,6 +242,16 @@ class Connection {
   // Secret; set by the first event, replaced only if a resume brings one.
   std::string session_token_ ABSL_GUARDED_BY(mu_);
   uint64_t resumes_ ABSL_GUARDED_BY(mu_) = 0;
+  // Lock-free mirrors for the call path, written under mu_ (PublishLocked,
+  // SetTokenLocked): Call and Allocate/Free take no mutex while live (an
+  // absl::Mutex with Debian's deadlock detection costs ~1 us per lock).
+  // Stubs and tokens are kept for the Connection's life, so the raw
+  // pointers stay valid.
+  std::atomic<bool> live_fast_{false};
+  std::atomic<uint64_t> epoch_fast_{0};
+  std::atomic<v1::Allocator::Stub*> stub_fast_{nullptr};
+  std::atomic<const std::string*> token_fast_{nullptr};
+  std::vector<std::unique_ptr<const std::string>> tokens_ ABSL_GUARDED_BY(mu_);
   uint32_t grace_ms_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t daemon_incarnation_ ABSL_GUARDED_BY(mu_) = 0;
 };
