@@ -146,6 +146,7 @@ v1::Region Region::Describe() const {
     region.set_state(v1::REGION_STATE_READY);
   }
   region.set_incarnation(header->incarnation);
+  region.set_max_batch(header->max_batch);
   region.set_max_live_allocations(
       header->owner_bytes == 0
           ? 0

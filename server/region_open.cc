@@ -26,8 +26,14 @@ constexpr mode_t kMetaMode = 0600;
 constexpr uint64_t kMaxHeapBytes = uint64_t{1} << 52;
 // The most extents one transaction takes (AllocateRequest.count's limit).
 constexpr uint64_t kMaxBatch = 65536;
-// Owner records a region gets unless it asks: its natural count, at most.
+// Owner records a region gets unless it asks: its natural count, at most
+// this, and at most one per kDefaultHeapBytesPerLive bytes of heap (but at
+// least kMinDefaultMaxLive). A record is 64 bytes of reserved shared memory,
+// so a small-object region would otherwise carry records several times the
+// size of its heap; a region that needs more asks (max_live_allocations).
 constexpr uint64_t kDefaultMaxLive = uint64_t{1} << 20;
+constexpr uint64_t kDefaultHeapBytesPerLive = 128;
+constexpr uint64_t kMinDefaultMaxLive = 1024;
 // Log entries beyond the per-extent bound: the region header's own words
 // (histogram buckets, counters, the request ring) and the allocator's fixed
 // words that every operation may touch once.
@@ -188,19 +194,38 @@ absl::StatusOr<std::unique_ptr<Region>> Region::Create(
     const uint64_t natural = NaturalLive(options);
     max_live = request.max_live_allocations() != 0
                    ? request.max_live_allocations()
-                   : std::min(natural, kDefaultMaxLive);
+                   : std::min({natural, kDefaultMaxLive,
+                               std::max(kMinDefaultMaxLive,
+                                        (options.end - options.begin) /
+                                            kDefaultHeapBytesPerLive)});
     if (max_live > natural) max_live = natural;
     if (max_live == 0) {
       return absl::InvalidArgumentError("the region can hold no allocation");
     }
   }
-  const uint64_t max_batch = arena ? kMaxBatch : std::min(kMaxBatch, max_live);
+  if (request.max_batch() > kMaxBatch) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_batch is ", request.max_batch(), "; at most ", kMaxBatch));
+  }
+  const uint64_t max_batch =
+      arena ? kMaxBatch
+            : std::min(request.max_batch() != 0 ? uint64_t{request.max_batch()}
+                                                : kMaxBatch,
+                       max_live);
   const uint64_t owner_offset =
       AlignUp(kRegionMetaHeaderBytes + (arena ? 0 : allocator_bytes), 64);
   const uint64_t owner_bytes = arena ? 0 : OwnerStore::Bytes(max_live);
   const uint64_t log_offset = AlignUp(owner_offset + owner_bytes, 64);
+  // A transaction logs a word at most once, so besides the per-extent bound
+  // the log never needs more entries than the words it protects (the
+  // header's are in the slack). Its file space is reserved shared memory:
+  // without this bound a small region of small blocks would carry a log
+  // many times its heap.
   const uint64_t log_entries =
-      max_batch * (arena ? 0 : WordsPerExtent(options)) + kLogSlackEntries;
+      (arena ? 0
+             : std::min(max_batch * WordsPerExtent(options),
+                        (allocator_bytes + owner_bytes) / sizeof(uint64_t))) +
+      kLogSlackEntries;
   const uint64_t log_bytes = UndoLogBytes(log_entries);
   const uint64_t meta_bytes = log_offset + log_bytes;
 
@@ -351,6 +376,9 @@ absl::StatusOr<v1::CreateRegionRequest> Region::RecordedRequest(
   request.set_size_bytes(h->heap_bytes);
   request.set_block_size(h->block_size);
   request.set_quota_bytes_per_session(h->quota_bytes_per_session);
+  if (h->magic == kRegionMetaMagic && h->max_batch <= kMaxBatch) {
+    request.set_max_batch(static_cast<uint32_t>(h->max_batch));
+  }
   if (h->strategy == static_cast<uint32_t>(Strategy::kSlab)) {
     for (uint32_t i = 0; i < h->size_class_count; ++i) {
       request.add_size_classes(h->size_classes[i]);

@@ -125,6 +125,7 @@ int main(int argc, char** argv) {
   create.set_block_size(64);
   create.set_size_bytes(uint64_t{64} << 20);  // 1048576 blocks
   create.set_max_live_allocations(1048576);
+  create.set_max_batch(65536);  // the fill's batches (a 25 MB undo log)
   if (absl::Status s =
           shmalloc::testing::CreateRegion(daemon.stub(), create).status();
       !s.ok()) {

@@ -4,10 +4,13 @@
 // at the stop are orphaned (session_resume_test resumes them) and, not
 // resumed, reclaimed after limits.session_grace_ms (short here).
 #include <google/protobuf/util/message_differencer.h>
+#include <sys/stat.h>
 
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <vector>
@@ -246,6 +249,38 @@ TEST_F(StopTest, StartsAgainAfterSigkillLeftItsSocketBehind) {
   ASSERT_THAT(list, IsOk());
   ASSERT_EQ(list->regions_size(), 1);
   EXPECT_EQ(list->regions(0).name(), "r");
+}
+
+// The default configuration (deploy/shmallocd.textproto) fits Docker's
+// default 64 MiB /dev/shm: the files the daemon reserves for its demo
+// regions, owner records, undo logs and session files included.
+class DefaultConfigTest : public DaemonTest {
+ protected:
+  DaemonOptions Options() const override {
+    std::ifstream in(SHMALLOC_SOURCE_DIR "/deploy/shmallocd.textproto");
+    std::string text((std::istreambuf_iterator<char>(in)),
+                     std::istreambuf_iterator<char>());
+    return {.config_text = text, .extra_flags = {}};
+  }
+};
+
+TEST_F(DefaultConfigTest, FitsDockersDefault64MiBShm) {
+  absl::StatusOr<v1::ListRegionsResponse> list = ListRegions(stub());
+  ASSERT_THAT(list, IsOk());
+  EXPECT_EQ(list->regions_size(), 5);
+  uint64_t reserved = 0;
+  for (const auto& entry :
+       std::filesystem::directory_iterator(daemon_->shm_dir())) {
+    struct stat st;
+    ASSERT_EQ(stat(entry.path().c_str(), &st), 0) << entry.path();
+    reserved += static_cast<uint64_t>(st.st_blocks) * 512;
+    std::printf("%-32s %10llu bytes reserved\n",
+                entry.path().filename().c_str(),
+                static_cast<unsigned long long>(st.st_blocks) * 512);
+  }
+  std::printf("in all: %llu bytes\n",
+              static_cast<unsigned long long>(reserved));
+  EXPECT_LE(reserved, uint64_t{64} << 20);
 }
 
 }  // namespace
