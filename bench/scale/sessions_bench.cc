@@ -104,7 +104,7 @@ int main(int argc, char** argv) {
   create.set_strategy(v1::STRATEGY_POOL);
   create.set_block_size(64);
   create.set_size_bytes(
-      std::max<uint64_t>(uint64_t{1} << 20, uint64_t{n} * 128));
+      std::max<uint64_t>(uint64_t{1} << 20, uint64_t{n} * 256));
   if (absl::Status s =
           shmalloc::testing::CreateRegion(daemon.stub(), create).status();
       !s.ok()) {
