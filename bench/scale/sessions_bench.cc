@@ -15,6 +15,7 @@
 // Usage: sessions_bench [--sessions=10000] [--channels=16]
 //                       [--tmpdir=/dev/shm]
 #include <grpcpp/grpcpp.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -45,9 +46,14 @@ namespace v1 = ::shmalloc::v1;
 using shmalloc::testing::DaemonOptions;
 using shmalloc::testing::DaemonProcess;
 
+// The daemon, so that Die does not leave it running (exit runs no
+// destructor of main's locals).
+pid_t g_daemon_pid = -1;
+
 [[noreturn]] void Die(const std::string& what, const absl::Status& status) {
   std::fprintf(stderr, "sessions_bench: %s: %s\n", what.c_str(),
                status.ToString().c_str());
+  if (g_daemon_pid > 0) kill(g_daemon_pid, SIGKILL);
   std::exit(1);
 }
 
@@ -96,9 +102,11 @@ int main(int argc, char** argv) {
   setenv("TEST_TMPDIR", absl::GetFlag(FLAGS_tmpdir).c_str(), 1);
 
   DaemonProcess daemon(DaemonOptions{
-      .config_text = absl::StrCat("limits { max_sessions: ", n + 16, " }\n"),
+      .config_text = absl::StrCat("limits { max_sessions: ", n + 16,
+                                  " max_sessions_per_peer: ", n + 16, " }\n"),
       .extra_flags = {}});
   if (absl::Status s = daemon.Start(); !s.ok()) Die("start", s);
+  g_daemon_pid = daemon.pid();
   v1::CreateRegionRequest create;
   create.set_name("pool");
   create.set_strategy(v1::STRATEGY_POOL);
