@@ -36,6 +36,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
@@ -388,7 +389,7 @@ int main(int argc, char** argv) {
   }
   w.client.reset();
   const absl::Status stopped = daemon->Stop();
-  rmdir(shm_dir.c_str());
+  std::filesystem::remove_all(shm_dir);  // the daemon's files stay behind
   std::fprintf(stderr, "consumer exit ok: %s; shmallocd stop: %s\n",
                consumer_ok ? "yes" : "no", stopped.ToString().c_str());
   return consumer_ok && stopped.ok() ? 0 : 1;

@@ -34,6 +34,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <memory>
@@ -695,7 +696,7 @@ int main(int argc, char** argv) {
       clean = false;
     }
   }
-  rmdir(shm_dir.c_str());
+  std::filesystem::remove_all(shm_dir);  // the daemon's files stay behind
   unlink((std::string(echo_dir) + "/echo.sock").c_str());
   rmdir(echo_dir);
   std::printf("\nerrors: %" PRIu64 "; servers stopped cleanly: %s\n", errors,

@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <filesystem>
 #include <string>
 #include <thread>
 #include <vector>
@@ -42,7 +43,8 @@ class HotPathPerfTest : public ClientTest {
       client_->DeleteRegion(name, /*force=*/true).IgnoreError();
     }
     ClientTest::TearDown();
-    rmdir(shm_dir_.c_str());
+    // The daemon's own files (sessions, lock) stay behind it.
+    std::filesystem::remove_all(shm_dir_);
   }
   std::string shm_dir_ = "/dev/shm/shmalloc-perf-XXXXXX";
 };
