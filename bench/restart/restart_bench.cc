@@ -37,6 +37,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "bench/proc_status.h"
 #include "tests/integration/daemon_process.h"
 
 ABSL_FLAG(uint64_t, live, 1000000, "live allocations in the POOL region");
@@ -47,6 +48,7 @@ ABSL_FLAG(std::string, tmpdir, "/dev/shm",
 namespace {
 
 namespace v1 = ::shmalloc::v1;
+using shmalloc::bench::StatusKb;
 using shmalloc::testing::DaemonOptions;
 using shmalloc::testing::DaemonProcess;
 using shmalloc::testing::Session;
@@ -55,23 +57,6 @@ using shmalloc::testing::Session;
   std::fprintf(stderr, "restart_bench: %s: %s\n", what.c_str(),
                status.ToString().c_str());
   std::exit(1);
-}
-
-// Returns field `name` (kB) of /proc/<pid>/status, or 0.
-uint64_t StatusKb(pid_t pid, const std::string& name) {
-  std::ifstream in(absl::StrCat("/proc/", pid, "/status"));
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(name + ":", 0) != 0) continue;
-    std::string digits;
-    for (char c : line) {
-      if (c >= '0' && c <= '9') digits += c;
-    }
-    uint64_t kb = 0;
-    (void)absl::SimpleAtoi(digits, &kb);
-    return kb;
-  }
-  return 0;
 }
 
 // Returns the CPU time (user + system) `pid` has used, in ms: less

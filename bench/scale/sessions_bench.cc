@@ -33,6 +33,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "bench/proc_status.h"
 #include "tests/integration/daemon_process.h"
 
 ABSL_FLAG(uint32_t, sessions, 10000, "concurrent sessions to open");
@@ -43,6 +44,7 @@ ABSL_FLAG(std::string, tmpdir, "/dev/shm",
 namespace {
 
 namespace v1 = ::shmalloc::v1;
+using shmalloc::bench::StatusKb;
 using shmalloc::testing::DaemonOptions;
 using shmalloc::testing::DaemonProcess;
 
@@ -55,23 +57,6 @@ pid_t g_daemon_pid = -1;
                status.ToString().c_str());
   if (g_daemon_pid > 0) kill(g_daemon_pid, SIGKILL);
   std::exit(1);
-}
-
-// Returns field `name` (kB) of /proc/<pid>/status, or 0.
-uint64_t StatusKb(pid_t pid, const std::string& name) {
-  std::ifstream in(absl::StrCat("/proc/", pid, "/status"));
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(name + ":", 0) != 0) continue;
-    std::string digits;
-    for (char c : line) {
-      if (c >= '0' && c <= '9') digits += c;
-    }
-    uint64_t kb = 0;
-    (void)absl::SimpleAtoi(digits, &kb);
-    return kb;
-  }
-  return 0;
 }
 
 // One open stream; its tag on the completion queue is its index.
