@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "common/status_macros.h"
+#include "server/logged_file.h"
 
 namespace shmalloc::server {
 namespace {
@@ -74,36 +75,18 @@ absl::StatusOr<std::unique_ptr<EndedSessions>> EndedSessions::Attach(
         "an ended-session ring needs capacity > 0");
   }
   const std::string path = absl::StrCat(dir, "/", kEndedSessionsFileName);
-  absl::StatusOr<MappedFile> file = MappedFile::Open(path, kEndedFileMode);
-  if (file.ok() && file->size() >= sizeof(uint64_t) &&
-      reinterpret_cast<const EndedSessionsHeader*>(file->data())->magic == 0) {
-    SHMALLOC_LOG(Warning) << path
-                          << " was never fully formatted; formatting it again";
-    file->Unmap();
-    SHMALLOC_RETURN_IF_ERROR(UnlinkFile(path));
-    file = absl::NotFoundError("reformat");
-  }
-  if (absl::IsNotFound(file.status())) {
-    file = MappedFile::Create(path, FileBytes(capacity), kEndedFileMode);
-    if (!file.ok()) return file.status();
-    SHMALLOC_RETURN_IF_ERROR(Format(*file, capacity));
-  }
-  if (!file.ok()) return file.status();
-  SHMALLOC_RETURN_IF_ERROR(Validate(*file));
-  absl::StatusOr<UndoLog> log = UndoLog::Open(
-      file->bytes(),
-      file->bytes().subspan(kEndedSessionsHeaderBytes, kLogBytes));
-  if (!log.ok()) {
-    return absl::DataLossError(
-        absl::StrCat(path, ": ", log.status().message()));
-  }
-  absl::StatusOr<uint64_t> undone = log->Recover();
-  if (!undone.ok()) {
-    return absl::DataLossError(
-        absl::StrCat(path, ": ", undone.status().message()));
-  }
+  SHMALLOC_ASSIGN_OR_RETURN(
+      LoggedFile opened,
+      OpenLoggedFile(
+          {.path = path,
+           .mode = kEndedFileMode,
+           .create_bytes = FileBytes(capacity),
+           .log_offset = kEndedSessionsHeaderBytes,
+           .log_bytes = kLogBytes,
+           .format = [&](MappedFile& file) { return Format(file, capacity); },
+           .validate = Validate}));
   std::unique_ptr<EndedSessions> ended(
-      new EndedSessions(*std::move(file), *std::move(log)));
+      new EndedSessions(std::move(opened.file), std::move(opened.log)));
   // The index, newest entry last so that an id appended twice (a close that
   // a crash interrupted after the Append is finished again at the next
   // start) maps to its newest entry.

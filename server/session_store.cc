@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "common/status_macros.h"
+#include "server/logged_file.h"
 
 namespace shmalloc::server {
 namespace {
@@ -106,44 +107,20 @@ absl::StatusOr<std::unique_ptr<SessionStore>> SessionStore::Attach(
     return absl::InvalidArgumentError("a session store needs capacity > 0");
   }
   if (recovered != nullptr) *recovered = 0;
-  const std::string path = absl::StrCat(dir, "/", kSessionFileName);
-  absl::StatusOr<MappedFile> file = MappedFile::Open(path, kSessionFileMode);
-  if (file.ok() && file->size() >= sizeof(uint64_t) &&
-      reinterpret_cast<const SessionFileHeader*>(file->data())->magic == 0) {
-    // A format cut short by a crash: nothing was ever stored in it.
-    SHMALLOC_LOG(Warning) << path
-                          << " was never fully formatted; formatting "
-                             "it again";
-    file->Unmap();
-    SHMALLOC_RETURN_IF_ERROR(UnlinkFile(path));
-    file = absl::NotFoundError("reformat");
-  }
-  if (absl::IsNotFound(file.status())) {
-    file = MappedFile::Create(path, FileBytes(capacity), kSessionFileMode);
-    if (!file.ok()) return file.status();
-    SHMALLOC_RETURN_IF_ERROR(Format(*file, capacity, now_ms));
-  }
-  if (!file.ok()) return file.status();
-  SHMALLOC_RETURN_IF_ERROR(Validate(*file));
-  std::span<std::byte> area =
-      file->bytes().subspan(kSessionFileHeaderBytes, kLogBytes);
-  absl::StatusOr<UndoLog> log = UndoLog::Open(file->bytes(), area);
-  if (!log.ok()) {
-    return absl::DataLossError(
-        absl::StrCat(path, ": ", log.status().message()));
-  }
-  absl::StatusOr<uint64_t> undone = log->Recover();
-  if (!undone.ok()) {
-    return absl::DataLossError(
-        absl::StrCat(path, ": ", undone.status().message()));
-  }
-  if (*undone > 0) {
-    SHMALLOC_LOG(Info) << path << ": rolled back an interrupted change ("
-                       << *undone << " words)";
-  }
-  if (recovered != nullptr) *recovered = *undone;
+  SHMALLOC_ASSIGN_OR_RETURN(
+      LoggedFile opened,
+      OpenLoggedFile(
+          {.path = absl::StrCat(dir, "/", kSessionFileName),
+           .mode = kSessionFileMode,
+           .create_bytes = FileBytes(capacity),
+           .log_offset = kSessionFileHeaderBytes,
+           .log_bytes = kLogBytes,
+           .format =
+               [&](MappedFile& file) { return Format(file, capacity, now_ms); },
+           .validate = Validate}));
+  if (recovered != nullptr) *recovered = opened.recovered;
   std::unique_ptr<SessionStore> store(
-      new SessionStore(*std::move(file), *std::move(log)));
+      new SessionStore(std::move(opened.file), std::move(opened.log)));
   SHMALLOC_RETURN_IF_ERROR(ValidateRecords(*store));
   return store;
 }
