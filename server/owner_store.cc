@@ -323,6 +323,35 @@ void OwnerStore::RemoveBatch(
   h->live -= offsets.size();
 }
 
+void OwnerStore::Adopt(std::span<const uint64_t> offsets, uint64_t session_id) {
+  SHMALLOC_CHECK(session_id != 0) << "owner record without a session";
+  OwnerRecord* rec = records();
+  for (uint64_t offset : offsets) {
+    const int64_t found = Lookup(offset);
+    SHMALLOC_CHECK(found >= 0)
+        << "adopted offset " << offset << " has no owner record";
+    const auto index = static_cast<uint32_t>(found);
+    OwnerRecord& r = rec[index];
+    const uint64_t from_id = r.session_id;
+    auto from = sessions_.find(from_id);
+    SHMALLOC_CHECK(from != sessions_.end()) << "owner index lost a session";
+    Unindex(index, from->second);
+    if (from->second.share.live_allocations == 0 && from_id != session_id) {
+      sessions_.erase(from);  // its last record
+    }
+    Touch(&r.session_id);
+    r.session_id = session_id;
+    if (r.request_hash != 0) {
+      Touch(&r.request_hash);
+      r.request_hash = 0;
+    }
+    Touch(&r.flags);
+    r.flags = kOwnerInUse;
+    // Looked up after the erase above: an insertion may rehash the map.
+    Index(index, sessions_[session_id]);
+  }
+}
+
 std::optional<OwnerInfo> OwnerStore::Find(uint64_t offset) const {
   const int64_t index = Lookup(offset);
   if (index < 0) return std::nullopt;

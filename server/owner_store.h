@@ -149,6 +149,14 @@ class OwnerStore {
   void RemoveBatch(std::span<const uint64_t> offsets,
                    absl::FunctionRef<void(uint64_t size_bytes)> on_removed);
 
+  // Hands the records of every offset to `session_id`: each becomes owned
+  // by it (not detached; its request hash is cleared, so neither session's
+  // retry replays it), and moves from its former session's share to this
+  // one's. REQUIRES: every offset has a record, no offset twice;
+  // session_id != 0. Logged (session_id, request_hash and flags of each
+  // record); the header is not changed.
+  void Adopt(std::span<const uint64_t> offsets, uint64_t session_id);
+
   // Returns the record of `offset`, or nullopt.
   std::optional<OwnerInfo> Find(uint64_t offset) const;
 

@@ -79,6 +79,13 @@ struct FreeArgs {
   uint64_t request_hash = 0;  // StableHash64(request_id); 0 = none
 };
 
+// What one Adopt call asks for besides the offsets.
+struct AdoptArgs {
+  uint64_t session_id = 0;    // the adopting session; non-zero
+  uint64_t generation = 0;    // the offsets' generation; 0 = unchecked
+  uint64_t request_hash = 0;  // StableHash64(request_id); 0 = none
+};
+
 class Region {
  public:
   // Creates the region's files in `shm_dir` and formats them for `request`
@@ -150,6 +157,21 @@ class Region {
   // NOT_FOUND (region deleted). State unchanged on error. Thread-safe.
   [[nodiscard]] absl::StatusOr<uint64_t> Free(std::span<const uint64_t> offsets,
                                               const FreeArgs& args = {});
+
+  // Makes every offset, each a live DETACHED allocation, owned by
+  // args.session_id: freed at its end, counted in its share and quota
+  // (server/region_adopt.cc). All or nothing, one transaction. With a
+  // request_hash the session already used for an Adopt here, returns OK
+  // again without changing anything. FAILED_PRECONDITION (ARENA region,
+  // duplicates, not a live allocation start, an allocation a session owns,
+  // a stale args.generation), INVALID_ARGUMENT (outside the heap, more than
+  // max_batch() offsets), RESOURCE_EXHAUSTED (the session's quota),
+  // NOT_FOUND (region deleted, or `session_alive` says no: asked under the
+  // region lock, like Allocate), DATA_LOSS (damaged). State unchanged on
+  // error. Thread-safe.
+  [[nodiscard]] absl::Status Adopt(std::span<const uint64_t> offsets,
+                                   const AdoptArgs& args,
+                                   absl::FunctionRef<bool()> session_alive);
 
   // Frees everything and bumps the generation. FAILED_PRECONDITION when
   // allocations are live (ARENA: the cursor is not at the heap's start, or

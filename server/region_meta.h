@@ -35,7 +35,8 @@
 //   1184  peak_base_bytes          u64   max peak before the last reset
 //   1192  failed_base              u64   failures counted before resets
 //   1200  reserved2                u64[2]  zero
-//   1216  requests                 RequestRecord[32]  recent Free (and ARENA
+//   1216  requests                 RequestRecord[32]  recent Free, Adopt (and
+//   ARENA
 //                                        Allocate) outcomes by request id
 //   2752  reserved3                to 4096
 //   4096  allocator metadata       allocator_meta_bytes (non-ARENA)
@@ -67,8 +68,9 @@ inline constexpr uint32_t kRequestRecords = 32;
 inline constexpr uint32_t kMetaReady = 1;
 inline constexpr uint32_t kMetaDeleting = 2;
 
-// One remembered outcome: a Free (freed_bytes in `a`) or an ARENA Allocate
-// (offset in `a`, size in `b`, count in `c`, stride in `d`).
+// One remembered outcome: a Free (freed_bytes in `a`), an Adopt (all zero)
+// or an ARENA Allocate (offset in `a`, size in `b`, count in `c`, stride in
+// `d`).
 struct RequestRecord {
   uint64_t session_id;    // 0 = empty slot
   uint64_t request_hash;  // hash of the request id

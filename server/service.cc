@@ -201,6 +201,33 @@ grpc::ServerUnaryReactor* AllocatorService::Free(
   return Serve(context, "Free", [&] { return DoFree(*request, *response); });
 }
 
+absl::Status AllocatorService::DoAdopt(const v1::AdoptRequest& request) {
+  SHMALLOC_RETURN_IF_ERROR(
+      CheckSession(request.session_id(), request.session_token()));
+  const uint32_t max_batch = core_.regions.limits().max_batch;
+  if (static_cast<uint64_t>(request.offsets_size()) > max_batch) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        request.offsets_size(), " offsets is over max_batch ", max_batch));
+  }
+  SHMALLOC_ASSIGN_OR_RETURN(std::shared_ptr<Region> region,
+                            core_.regions.Get(request.region()));
+  AdoptArgs args;
+  args.session_id = request.session_id();
+  args.generation = request.generation();
+  SHMALLOC_ASSIGN_OR_RETURN(args.request_hash,
+                            RequestHash(request.request_id()));
+  const uint64_t session_id = request.session_id();
+  return region->Adopt(std::span<const uint64_t>(request.offsets().data(),
+                                                 request.offsets().size()),
+                       args, [&] { return core_.sessions.IsOpen(session_id); });
+}
+
+grpc::ServerUnaryReactor* AllocatorService::AdoptAllocations(
+    grpc::CallbackServerContext* context, const v1::AdoptRequest* request,
+    v1::AdoptResponse* /*response*/) {
+  return Serve(context, "AdoptAllocations", [&] { return DoAdopt(*request); });
+}
+
 absl::Status AllocatorService::DoResetRegion(
     const v1::ResetRegionRequest& request, v1::Region& response) {
   absl::StatusOr<std::shared_ptr<Region>> found =

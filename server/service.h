@@ -89,6 +89,9 @@ class AllocatorService final : public v1::Allocator::CallbackService {
   grpc::ServerUnaryReactor* Free(grpc::CallbackServerContext* context,
                                  const v1::FreeRequest* request,
                                  v1::FreeResponse* response) override;
+  grpc::ServerUnaryReactor* AdoptAllocations(
+      grpc::CallbackServerContext* context, const v1::AdoptRequest* request,
+      v1::AdoptResponse* response) override;
   grpc::ServerUnaryReactor* ResetRegion(grpc::CallbackServerContext* context,
                                         const v1::ResetRegionRequest* request,
                                         v1::Region* response) override;
@@ -122,6 +125,7 @@ class AllocatorService final : public v1::Allocator::CallbackService {
                           v1::AllocateResponse& response);
   absl::Status DoFree(const v1::FreeRequest& request,
                       v1::FreeResponse& response);
+  absl::Status DoAdopt(const v1::AdoptRequest& request);
   // Returns OK when `session_id` is a session (open or orphaned) and
   // `session_token` is its token; NOT_FOUND for no such session,
   // PERMISSION_DENIED for a missing or wrong token.

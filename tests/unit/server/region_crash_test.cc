@@ -1,7 +1,8 @@
 // Exhaustive crash points for every daemon-side operation on a region.
 //
 // For each strategy and each operation (allocate, batch allocate, a batch
-// that fails part-way, free, batch free, forced reset, a session's release),
+// that fails part-way, free, batch free, adopt, forced reset, a session's
+// release),
 // from a prepared state with owned and detached allocations of two sessions:
 // the operation is run in a forked child that _exit()s at its k-th crash
 // point (allocators/undo_log.h: every logged store, the commit, and the steps
@@ -202,6 +203,18 @@ TEST_P(RegionCrashTest, EveryCrashPointRecoversToBeforeOrAfter) {
          const std::vector<uint64_t> some = {l[1], l[3], l[5]};
          (void)r.Free(some);
        }},
+      // A's two detached extents become B's (owned, B's share and quota).
+      {"adopt",
+       [](Region& r, const std::vector<uint64_t>& l) {
+         const std::vector<uint64_t> detached = {l[5], l[6]};
+         (void)r.Adopt(detached, AdoptArgs{kB, 0, 31}, Alive);
+       }},
+      // A session adopting its own detached extent.
+      {"adopt own",
+       [](Region& r, const std::vector<uint64_t>& l) {
+         (void)r.Adopt(std::span<const uint64_t>(&l[6], 1), AdoptArgs{kA},
+                       Alive);
+       }},
       {"reset",
        [](Region& r, const std::vector<uint64_t>&) { (void)r.Reset(true); }},
       {"session release",
@@ -256,6 +269,98 @@ TEST_P(RegionCrashTest, RetriedRequestIdsReturnTheFirstOutcome) {
   ASSERT_THAT(freed_again, IsOk());
   EXPECT_EQ(*freed_again, *freed);
   EXPECT_EQ(State(**region), after_free);
+}
+
+// Adopt: detached extents become the adopter's (its end frees them, the
+// allocator's does not); every refusal changes nothing; a retry with the
+// same request id, across a re-open too, is OK and changes nothing.
+TEST_P(RegionCrashTest, AdoptMovesOwnershipAllOrNothing) {
+  const std::vector<uint64_t> live = Prepare();
+  absl::StatusOr<std::unique_ptr<Region>> region =
+      Region::Open(dir_.path(), "crash");
+  ASSERT_THAT(region, IsOk());
+  Region& r = **region;
+  const std::string before = State(r);
+  const uint64_t gen = r.Describe().generation();
+  auto refused = [&](std::vector<uint64_t> offsets, AdoptArgs args,
+                     absl::StatusCode code, bool alive = true) {
+    const absl::Status status =
+        r.Adopt(offsets, args, [alive] { return alive; });
+    EXPECT_EQ(status.code(), code) << status;
+    EXPECT_EQ(State(r), before) << status;
+  };
+  // An owned extent (B's), among detached ones: nothing moves.
+  refused({live[5], live[3]}, AdoptArgs{kA},
+          absl::StatusCode::kFailedPrecondition);
+  refused({live[5], live[5]}, AdoptArgs{kB},
+          absl::StatusCode::kFailedPrecondition);
+  refused({live[5] + 8}, AdoptArgs{kB}, absl::StatusCode::kFailedPrecondition);
+  refused({1}, AdoptArgs{kB}, absl::StatusCode::kInvalidArgument);
+  refused({live[5]}, AdoptArgs{kB, gen + 1},
+          absl::StatusCode::kFailedPrecondition);
+  refused({live[5]}, AdoptArgs{kB}, absl::StatusCode::kNotFound,
+          /*alive=*/false);
+  refused(std::vector<uint64_t>(r.max_batch() + 1, live[5]), AdoptArgs{kB},
+          absl::StatusCode::kInvalidArgument);
+
+  const std::vector<uint64_t> detached = {live[5], live[6]};
+  ASSERT_THAT(r.Adopt(detached, AdoptArgs{kB, gen, 55}, Alive), IsOk());
+  for (uint64_t offset : detached) {
+    bool found = false;
+    for (const auto& [o, info] : r.Allocations()) {
+      if (o != offset) continue;
+      found = true;
+      EXPECT_EQ(info.session_id, kB);
+      EXPECT_FALSE(info.detached);
+    }
+    EXPECT_TRUE(found);
+  }
+  const std::string adopted = State(r);
+  region->reset();
+  region = Region::Open(dir_.path(), "crash");
+  ASSERT_THAT(region, IsOk());
+  EXPECT_EQ(State(**region), adopted);
+  // The retry is OK and changes nothing; without its id it is refused (no
+  // longer detached).
+  EXPECT_THAT((*region)->Adopt(detached, AdoptArgs{kB, gen, 55}, Alive),
+              IsOk());
+  EXPECT_EQ(State(**region), adopted);
+  EXPECT_EQ((*region)->Adopt(detached, AdoptArgs{kB}, Alive).code(),
+            absl::StatusCode::kFailedPrecondition);
+  // A's end frees its three owned extents only; B's frees its two and the
+  // two it adopted.
+  EXPECT_EQ((*region)->ReleaseSession(kA), 3u);
+  EXPECT_EQ((*region)->ReleaseSession(kB), 4u);
+  EXPECT_TRUE((*region)->Allocations().empty());
+}
+
+// The quota counts what a session adopts: a session whose next extent of a
+// size is refused cannot adopt one of that size either (nothing changes);
+// an empty session can.
+TEST_P(RegionCrashTest, AdoptOverQuotaIsRefused) {
+  v1::CreateRegionRequest request = Request(GetParam());
+  request.set_quota_bytes_per_session(2048);
+  absl::StatusOr<std::unique_ptr<Region>> region =
+      Region::Create(dir_.path(), request);
+  ASSERT_THAT(region, IsOk());
+  Region& r = **region;
+  for (int i = 0;; ++i) {
+    ASSERT_LT(i, 100);
+    absl::StatusOr<AllocateResult> more = r.Allocate(Args(kB, 200, 1), Alive);
+    if (!more.ok()) {
+      ASSERT_EQ(more.status().code(), absl::StatusCode::kResourceExhausted);
+      break;
+    }
+  }
+  absl::StatusOr<AllocateResult> handed =
+      r.Allocate(Args(kA, 200, 1, true), Alive);
+  ASSERT_THAT(handed, IsOk());
+  const std::vector<uint64_t> offsets = {handed->extents[0].offset};
+  const std::string before = State(r);
+  const absl::Status status = r.Adopt(offsets, AdoptArgs{kB}, Alive);
+  EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted) << status;
+  EXPECT_EQ(State(r), before);
+  EXPECT_THAT(r.Adopt(offsets, AdoptArgs{13}, Alive), IsOk());
 }
 
 INSTANTIATE_TEST_SUITE_P(
