@@ -428,6 +428,18 @@ shmalloc_status_t shmalloc_free_generation(shmalloc_region_t* region,
   });
 }
 
+shmalloc_status_t shmalloc_adopt(shmalloc_region_t* region,
+                                 const uint64_t* offsets, size_t count,
+                                 uint64_t generation) {
+  if (region == nullptr || (offsets == nullptr && count > 0)) {
+    return NullArgument("region/offsets");
+  }
+  return Guarded([&] {
+    return Fail(region->region->Adopt(std::span<const uint64_t>(offsets, count),
+                                      generation));
+  });
+}
+
 shmalloc_status_t shmalloc_stats_json(shmalloc_client_t* client,
                                       const char* region, char** json) {
   if (client == nullptr || json == nullptr) {

@@ -290,6 +290,16 @@ absl::Status Connection::Free(v1::FreeRequest request,
               Resend::kSafe);
 }
 
+absl::Status Connection::Adopt(v1::AdoptRequest request,
+                               v1::AdoptResponse* response) {
+  request.set_session_id(session_id_);
+  // Set before opened_ (Open returns after it): never null here.
+  request.set_session_token(*token_fast_.load(std::memory_order_acquire));
+  if (request.request_id().empty()) request.set_request_id(NewRequestId());
+  return Call(&v1::Allocator::Stub::AdoptAllocations, "AdoptAllocations",
+              request, response, Resend::kSafe);
+}
+
 void Connection::PublishLocked() {
   stub_fast_.store(stub_.get(), std::memory_order_release);
   epoch_fast_.store(epoch_, std::memory_order_release);

@@ -155,6 +155,8 @@ class Connection {
                         v1::AllocateResponse* response);
   // Likewise for Free.
   absl::Status Free(v1::FreeRequest request, v1::FreeResponse* response);
+  // Likewise for AdoptAllocations.
+  absl::Status Adopt(v1::AdoptRequest request, v1::AdoptResponse* response);
 
  private:
   Connection() = default;

@@ -167,6 +167,30 @@ absl::Status Region::Free(std::span<const uint64_t> offsets,
   return connection_->Free(std::move(request), &response);
 }
 
+absl::Status Region::Adopt(uint64_t offset, uint64_t generation) {
+  return Adopt(std::span<const uint64_t>(&offset, 1), generation);
+}
+
+absl::Status Region::Adopt(std::span<const uint64_t> offsets,
+                           uint64_t generation) {
+  SHMALLOC_RETURN_IF_ERROR(CheckIncarnation());
+  v1::AdoptRequest request;
+  request.set_region(info_.name);
+  request.mutable_offsets()->Add(offsets.begin(), offsets.end());
+  request.set_generation(generation);
+  v1::AdoptResponse response;
+  return connection_->Adopt(std::move(request), &response);
+}
+
+absl::StatusOr<Allocation> Region::AdoptAllocation(const Extent& extent,
+                                                   uint64_t generation) {
+  // Checked here first: nothing is adopted for a handle this mapping
+  // could not serve.
+  SHMALLOC_RETURN_IF_ERROR(Span(extent.offset, extent.size_bytes).status());
+  SHMALLOC_RETURN_IF_ERROR(Adopt(extent.offset, generation));
+  return Allocation(shared_from_this(), extent, generation, /*owning=*/true);
+}
+
 absl::StatusOr<RegionStats> Region::Stats() const {
   v1::GetStatsRequest request;
   request.set_region(info_.name);

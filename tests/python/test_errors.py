@@ -85,7 +85,7 @@ def test_free_errors(client, region_name):
         block.free()  # this object knows it was freed
     before = snapshot(region)
     with pytest.raises(shmalloc.FailedPreconditionError) as e:
-        client.adopt(block.handle).free()  # the daemon refuses a double free
+        client.adopt(block.handle)  # the daemon refuses: not live
     assert e.value.code == "FAILED_PRECONDITION"
     assert snapshot(region) == before
     with pytest.raises(shmalloc.InvalidArgumentError):

@@ -1,6 +1,7 @@
 """Hand-off between Python processes through a real daemon: 1,000 arrays
-byte-verified, and a SIGKILLed worker whose own blocks are reclaimed while
-the blocks the consumer adopted survive."""
+byte-verified; a SIGKILLed worker whose own blocks are reclaimed while the
+blocks the consumer adopted survive; a SIGKILLed consumer whose adopted
+blocks are reclaimed (adopt() moves ownership in the daemon)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import random
 import signal
 
 import numpy as np
+import pytest
 
 import shmalloc
 from conftest import wait_until
@@ -83,10 +85,12 @@ def test_sigkilled_worker_reclaimed_adopted_blocks_survive(daemon, client,
 
         stats = region.stats()
         assert stats["live_allocations"] == owned + handed
-        assert stats["detached_allocations"] == handed
+        # Adopted: this process's session owns them now, none is detached.
+        assert stats["detached_allocations"] == 0
         holders = {s["session_id"]: s for s in stats["sessions"]}
         assert holders[worker_session]["live_allocations"] == owned
         assert holders[worker_session]["client_name"] == "doomed-worker"
+        assert holders[client.session_id]["live_allocations"] == handed
 
         os.kill(worker.pid, signal.SIGKILL)
         worker.join(timeout=30)
@@ -96,9 +100,9 @@ def test_sigkilled_worker_reclaimed_adopted_blocks_survive(daemon, client,
             return region.stats()["live_allocations"] == handed
         wait_until(reclaimed, what="the killed worker's blocks to be freed")
         stats = region.stats()
-        assert stats["used_bytes"] == stats["detached_bytes"]
-        assert worker_session not in {s["session_id"]
-                                      for s in stats["sessions"]}
+        holders = {s["session_id"]: s for s in stats["sessions"]}
+        assert worker_session not in holders
+        assert stats["used_bytes"] == holders[client.session_id]["used_bytes"]
 
         # The adopted blocks are intact and still live: each frees once.
         for i, block in enumerate(adopted):
@@ -113,3 +117,51 @@ def test_sigkilled_worker_reclaimed_adopted_blocks_survive(daemon, client,
         if worker.is_alive():
             worker.kill()
             worker.join()
+
+
+def test_sigkilled_consumer_has_its_adopted_blocks_reclaimed(daemon, client,
+                                                             region_name):
+    handed = 6
+    region = client.create_region(region_name, "free_list", 8 << 20)
+    ctx = workers.spawn_context()
+    queue, reply, never = ctx.Queue(), ctx.Queue(), ctx.Queue()
+    consumer = ctx.Process(target=workers.adopt_and_hold, args=(
+        daemon.socket, queue, handed, reply, never))
+    consumer.start()
+    try:
+        for _ in range(handed):
+            queue.put(region.allocate(4096, detached=True).detach())
+        tag, consumer_session = reply.get(timeout=60)
+        assert tag == "adopted"
+        stats = region.stats()
+        assert stats["live_allocations"] == handed
+        assert stats["detached_allocations"] == 0
+        holders = {s["session_id"]: s for s in stats["sessions"]}
+        assert holders[consumer_session]["live_allocations"] == handed
+        assert holders[consumer_session]["client_name"] == "doomed-consumer"
+
+        os.kill(consumer.pid, signal.SIGKILL)
+        consumer.join(timeout=30)
+        assert consumer.exitcode == -signal.SIGKILL
+
+        def reclaimed() -> bool:
+            return region.stats()["live_allocations"] == 0
+        wait_until(reclaimed, what="the killed consumer's adopted blocks")
+        assert region.stats()["used_bytes"] == 0
+    finally:
+        if consumer.is_alive():
+            consumer.kill()
+            consumer.join()
+
+
+def test_adopting_an_owned_block_is_refused(daemon, client, region_name):
+    region = client.create_region(region_name, "free_list", 1 << 20)
+    owned = region.allocate(256)  # this session's, not detached
+    before = region.stats()
+    with shmalloc.Client(daemon.socket, client_name="thief") as other:
+        with pytest.raises(shmalloc.FailedPreconditionError) as e:
+            other.adopt(owned.handle)  # adopting would steal it
+        assert e.value.code == "FAILED_PRECONDITION"
+    assert region.stats() == before
+    assert owned.owning
+    owned.free()

@@ -55,6 +55,17 @@ def hold_and_hand_off(socket: str, region: str, owned: int, handed: int,
     del kept
 
 
+def adopt_and_hold(socket: str, queue: "mp.Queue", count: int,
+                   reply: "mp.Queue", never: "mp.Queue") -> None:
+    """Adopts `count` handed-over blocks (keeps the owning Allocations),
+    reports its session id, then blocks until killed."""
+    client = shmalloc.Client(socket, client_name="doomed-consumer")
+    held = [client.adopt(queue.get()) for _ in range(count)]
+    reply.put(("adopted", client.session_id))
+    never.get()  # blocks: the test SIGKILLs this process
+    del held
+
+
 def spawn_context() -> mp.context.BaseContext:
     """The start method every test uses: a fresh interpreter, no inherited
     gRPC threads."""

@@ -138,6 +138,26 @@ class Region : public std::enable_shared_from_this<Region> {
   absl::Status Free(uint64_t offset, uint64_t generation = 0);
   absl::Status Free(std::span<const uint64_t> offsets, uint64_t generation = 0);
 
+  // Takes ownership of live DETACHED allocations (another process allocated
+  // them with options.detached and handed the offsets over): afterwards this
+  // session owns them, so the daemon frees them when it ends (the process
+  // exits or is killed) and counts them in its quota. All or nothing; one
+  // logical RPC (AdoptAllocations), resent with the same request id after a
+  // lost outcome. `generation` as in Free. FAILED_PRECONDITION (an
+  // allocation some session owns — adopting would steal it —, not a live
+  // allocation start, duplicates, ARENA region, stale generation, region
+  // re-created), INVALID_ARGUMENT (out of range), RESOURCE_EXHAUSTED
+  // (quota), NOT_FOUND.
+  absl::Status Adopt(uint64_t offset, uint64_t generation = 0);
+  absl::Status Adopt(std::span<const uint64_t> offsets,
+                     uint64_t generation = 0);
+  // Adopts `extent` (Adopt above) and returns an owning handle over it:
+  // the handle frees it when destroyed, and the session's end frees it if
+  // the handle never does. Errors as Adopt, and INVALID_ARGUMENT (an
+  // extent not inside this mapping's heap; nothing is adopted then).
+  absl::StatusOr<Allocation> AdoptAllocation(const Extent& extent,
+                                             uint64_t generation = 0);
+
   // Returns the region's figures (GetStats). NOT_FOUND when deleted.
   absl::StatusOr<RegionStats> Stats() const;
   // Resets the region through the daemon (ResetRegion) and returns its new

@@ -309,6 +309,19 @@ SHMALLOC_C_API shmalloc_status_t
 shmalloc_free_generation(shmalloc_region_t* region, const uint64_t* offsets,
                          size_t count, uint64_t generation);
 
+/* Takes ownership of `count` live DETACHED allocations another process
+ * handed over (offsets from its shmalloc_allocate with detached=1): this
+ * session then owns them, so the daemon frees them when it ends (the process
+ * exits or is killed) and counts them in its quota. All or nothing.
+ * `generation` as in shmalloc_free_generation (0 = unchecked).
+ * FAILED_PRECONDITION (an allocation a session owns, not a live allocation
+ * start, duplicates, ARENA region, stale generation), INVALID_ARGUMENT (out
+ * of range), RESOURCE_EXHAUSTED (quota), NOT_FOUND. */
+SHMALLOC_C_API shmalloc_status_t shmalloc_adopt(shmalloc_region_t* region,
+                                                const uint64_t* offsets,
+                                                size_t count,
+                                                uint64_t generation);
+
 /* Sets *json to the daemon's figures (GetStats) as one line of JSON, the
  * document `shmalloc stats --json` prints: {"uptime_ms", "sessions",
  * "regions": [{"name", "used_bytes", ..., "sessions": [{"session_id",

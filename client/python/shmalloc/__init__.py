@@ -17,7 +17,8 @@ and reclaims the blocks of a process that dies.
     queue.put(block.detach())                        # a Handle: 4 numbers
 
     # in the consumer process
-    with shmalloc.adopt(queue.get()) as block:       # frees on exit
+    with shmalloc.adopt(queue.get()) as block:       # now ours: frees on exit
+                                                     # (or when we die)
         batch = block.ndarray(np.float32, (1024, 1024))
 
 Errors are exceptions carrying the gRPC status name: every one derives from

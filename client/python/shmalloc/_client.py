@@ -304,11 +304,18 @@ class Client:
 
     def adopt(self, handle: HandleLike
               ) -> "Allocation":
-        """Returns an owning Allocation over a block another process handed
-        over and detached: this process now frees it (close(), the end of a
-        ``with`` block, or garbage collection). Errors as open()."""
+        """Takes ownership of a block another process allocated with
+        ``detached=True`` and handed over, and returns an owning Allocation
+        over it. The daemon moves the block to this process's session
+        (AdoptAllocations): this process frees it (close(), the end of a
+        ``with`` block, garbage collection), and if this process exits or
+        is killed first, the daemon frees it. Raises
+        FailedPreconditionError when the block is not detached (a session
+        owns it: adopting would steal it), is not live, or is stale;
+        ResourceExhaustedError (this session's quota), NotFoundError,
+        InvalidArgumentError (outside the heap). Nothing changes on error."""
         h = _as_handle(handle)
-        return self.region(h.region)._open(h, owning=True)
+        return self.region(h.region)._open(h, owning=False).adopt()
 
 
 def _as_handle(handle: Any) -> Handle:
@@ -572,7 +579,8 @@ class Allocation:
     views made from an allocation keep it alive. Pickling yields its
     Handle (region, offset, size, generation) and unpickles as a non-owning
     Allocation opened with shmalloc.default_client(); pickling an owning
-    allocation is refused: detach() it first (ownership moves explicitly).
+    allocation is refused: detach() it first, and the receiver adopt()s it
+    (ownership moves explicitly, through the daemon).
     """
 
     __slots__ = ("_region", "offset", "size", "reserved_size", "generation",
@@ -670,19 +678,31 @@ class Allocation:
     def detach(self) -> Handle:
         """Gives up this object's duty to free the block and returns its
         Handle, to send to the process that will adopt() it. The block is
-        then freed only by whoever adopts it (or frees it by handle). For a
-        hand-off that must survive this process, allocate with
-        detached=True: a session-owned block is still freed by the daemon
-        when this process's session ends."""
+        then freed only by whoever adopts it (or frees it by handle). A
+        hand-off must allocate with detached=True: a session-owned block is
+        still freed by the daemon when this process's session ends, and the
+        daemon refuses to let another session adopt it."""
         self._check_live()
         self._owning = False
         return self.handle
 
     def adopt(self) -> "Allocation":
-        """Makes this (unpickled or opened) allocation owning: this process
-        now frees it. Returns self."""
+        """Takes ownership of this (unpickled or opened) detached block:
+        the daemon moves it to this process's session, so this object
+        frees it (close(), garbage collection) and the daemon frees it if
+        this process exits or is killed first. Returns self. Errors as
+        Client.adopt; on error nothing changes (this object stays a
+        view)."""
         self._check_live()
+        if self._cache is not None:
+            raise InvalidArgumentError(
+                "a BlockCache block cannot be adopted: it is its cache's")
+        self._region._check_generation(self.generation)
+        offsets = (c_uint64 * 1)(self.offset)
+        _lib.check(_lib.lib().shmalloc_adopt(
+            self._region._ptr(), offsets, 1, self.generation))
         self._owning = True
+        self.detached = False
         return self
 
     def close(self) -> None:

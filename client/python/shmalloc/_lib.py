@@ -127,6 +127,7 @@ _SIGNATURES = {
                                        c_int, c_uint64_p, c_uint64_p,
                                        c_uint64_p]),
     "shmalloc_free_generation": (_S, [_P, c_uint64_p, c_size_t, c_uint64]),
+    "shmalloc_adopt": (_S, [_P, c_uint64_p, c_size_t, c_uint64]),
     "shmalloc_to_pointer": (c_void_p, [_P, c_uint64]),
     "shmalloc_to_offset": (_S, [_P, c_void_p, c_uint64_p]),
     "shmalloc_arena_create": (_S, [_P, c_uint64, POINTER(_P)]),
