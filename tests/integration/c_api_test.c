@@ -110,6 +110,21 @@ static void TestRegionsAndAllocation(shmalloc_client_t* client) {
   for (int i = 0; i < 1000; ++i) CHECK(p[i] == (unsigned char)(i * 7));
   CHECK_OK(shmalloc_free(region, offset));
 
+  /* Adopt: detached blocks become this session's (freed at its end);
+   * adopting them again, owned now, is refused and changes nothing. */
+  uint64_t handed[2];
+  CHECK_OK(shmalloc_allocate_batch(region, 128, 2, 0, 1, handed));
+  CHECK_OK(shmalloc_region_stats(region, &stats));
+  CHECK(stats.live_allocations == 2 && stats.detached_allocations == 2);
+  CHECK_OK(shmalloc_adopt(region, handed, 2, 0));
+  CHECK_OK(shmalloc_region_stats(region, &stats));
+  CHECK(stats.live_allocations == 2 && stats.detached_allocations == 0);
+  CHECK_STATUS(shmalloc_adopt(region, handed, 2, 0),
+               SHMALLOC_FAILED_PRECONDITION);
+  CHECK_OK(shmalloc_region_stats(region, &stats));
+  CHECK(stats.live_allocations == 2 && stats.detached_allocations == 0);
+  CHECK_OK(shmalloc_free_batch(region, handed, 2));
+
   /* One detached allocation, left for the wrapper to find. */
   CHECK_OK(shmalloc_allocate(region, 4096, 0, 1, &offset));
   memset(shmalloc_to_pointer(region, offset), 0xab, 4096);
