@@ -9,11 +9,12 @@
 //
 // Durability: every change to the meta file is one transaction on the
 // region's undo log (allocators/undo_log.h): an allocation or a batch, a
-// free or a batch, one chunk of a session's release. Open rolls back an
-// interrupted one, so after kill -9 at any store the region is exactly as
-// before or after the operation. A reset is a redo operation instead: one
-// transaction marks it pending (and bumps the generation), then the
-// metadata is re-formatted; Open finishes a pending reset.
+// free or a batch, an adopt or a batch, one chunk of a session's release.
+// Open rolls back an interrupted one, so after kill -9 at any store the
+// region is exactly as before or after the operation. A reset is a redo
+// operation instead: one transaction marks it pending (and bumps the
+// generation), then the metadata is re-formatted; Open finishes a pending
+// reset.
 // docs/design/durability.md has the argument.
 //
 // The daemon's truth is the meta file: geometry, generation and incarnation

@@ -61,7 +61,9 @@ absl::Status Region::Adopt(std::span<const uint64_t> offsets,
           info->session_id, ", not detached: only a detached allocation ",
           "can be adopted"));
     }
-    if (info->session_id != args.session_id) gained += info->size_bytes;
+    if (info->session_id != args.session_id) {
+      gained += info->size_bytes;
+    }
   }
   const uint64_t quota = h->quota_bytes_per_session;
   if (quota > 0) {

@@ -38,7 +38,7 @@ absl::Status Adopt(v1::Allocator::Stub& stub, const AdoptCall& call) {
   request.set_session_id(call.session_id);
   request.set_session_token(call.token);
   request.set_region(call.region);
-  for (uint64_t offset : call.offsets) request.add_offsets(offset);
+  request.mutable_offsets()->Add(call.offsets.begin(), call.offsets.end());
   request.set_generation(call.generation);
   request.set_request_id(call.request_id);
   grpc::ClientContext context;
@@ -57,7 +57,9 @@ AdoptCall By(const Session& session, std::vector<uint64_t> offsets) {
 
 const v1::SessionUsage* UsageOf(const v1::RegionStats& stats, uint64_t id) {
   for (const v1::SessionUsage& s : stats.sessions()) {
-    if (s.session_id() == id) return &s;
+    if (s.session_id() == id) {
+      return &s;
+    }
   }
   return nullptr;
 }
