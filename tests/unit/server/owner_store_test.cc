@@ -55,6 +55,33 @@ TEST_F(OwnerStoreTest, RecordsSurviveAReopenWithTheirLookups) {
   EXPECT_FALSE(again->Find(4096).has_value());
 }
 
+TEST_F(OwnerStoreTest, AdoptMovesRecordsToTheSessionAcrossAReopen) {
+  absl::StatusOr<OwnerStore> store = OwnerStore::Format(bytes(), nullptr);
+  ASSERT_THAT(store, IsOk());
+  store->Add(4096, Info(7, 64, /*detached=*/true, 55));
+  store->Add(8192, Info(7, 128, /*detached=*/true));
+  store->Add(12288, Info(9, 32));
+  const std::vector<uint64_t> adopted = {4096, 8192};
+  store->Adopt(adopted, 9);
+  EXPECT_EQ(store->owned_allocations(), 3u);
+  EXPECT_EQ(store->detached_allocations(), 0u);
+  absl::StatusOr<OwnerStore> again = OwnerStore::Open(bytes(), nullptr);
+  ASSERT_THAT(again, IsOk());
+  for (const OwnerStore* s : {&*store, &*again}) {
+    EXPECT_THAT(s->OwnedBy(9), UnorderedElementsAre(4096, 8192, 12288));
+    EXPECT_EQ(s->Share(9).used_bytes, 224u);
+    EXPECT_EQ(s->Share(9).owned_allocations, 3u);
+    EXPECT_EQ(s->Share(7).live_allocations, 0u);  // 7 holds nothing now
+    EXPECT_TRUE(s->FindRequest(7, 55).empty());   // the hash is cleared
+    EXPECT_TRUE(s->FindRequest(9, 55).empty());
+    EXPECT_EQ(s->detached_bytes(), 0u);
+    const std::optional<OwnerInfo> info = s->Find(4096);
+    ASSERT_TRUE(info.has_value());
+    EXPECT_EQ(info->session_id, 9u);
+    EXPECT_FALSE(info->detached);
+  }
+}
+
 TEST_F(OwnerStoreTest, ClearDropsEverythingInThreeWords) {
   absl::StatusOr<OwnerStore> store = OwnerStore::Format(bytes(), nullptr);
   ASSERT_THAT(store, IsOk());
