@@ -18,10 +18,10 @@ rows=$(grep -cv '^#' "$tsv")
 [ "$rows" -gt 0 ] || { echo "plot_ratios: no rows in $tsv" >&2; exit 1; }
 height=$((140 + 28 * rows))
 gnuplot <<EOF
-set terminal svg size 900,${height} dynamic font "sans,12" background "white"
+set terminal svg size 1100,${height} dynamic noenhanced font "sans,12" background "white"
 set output "${svg}"
 set datafile separator "\t"
-set title "measured / floor or peer: lower is better, red bar = target"
+set title "measured / floor or peer (lower is better); red bar = target"
 set style fill solid 0.8 border -1
 set xrange [0:*]
 set yrange [${rows}-0.4:-0.6]
