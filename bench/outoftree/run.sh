@@ -28,6 +28,7 @@ cleanup() {
   rm -rf "$tmp"
 }
 trap cleanup EXIT
+source "$root/tests/packaging/start_daemon.sh"
 
 echo "--- install $build -> $tmp/prefix"
 cmake --install "$build" --prefix "$tmp/prefix" >"$tmp/install.log"
@@ -45,19 +46,7 @@ cmake --build "$tmp/build" -j2 >"$tmp/build.log" 2>&1 \
   || { cat "$tmp/build.log" >&2; exit 1; }
 
 echo "--- start $daemon"
-mkdir -p "$tmp/run" "$tmp/shm"
-: >"$tmp/empty.textproto"
-mkfifo "$tmp/ready"
-"$daemon" --socket="$tmp/run/shmalloc.sock" --shm_dir="$tmp/shm" \
-  --config="$tmp/empty.textproto" --ready_fd=3 3>"$tmp/ready" \
-  >"$tmp/daemon.log" 2>&1 &
-daemon_pid=$!
-if ! IFS= read -r -t 30 -N 1 _ <"$tmp/ready"; then
-  cat "$tmp/daemon.log" >&2
-  echo "outoftree: daemon not ready within 30 s" >&2
-  exit 1
-fi
-export SHMALLOC_SOCKET=$tmp/run/shmalloc.sock
+start_daemon "$daemon" "$tmp" outoftree
 
 echo "--- hot_path_bench $*"
 "$tmp/build/hot_path_bench" "$@"

@@ -31,6 +31,7 @@ cleanup() {
   rm -rf "$tmp"
 }
 trap cleanup EXIT
+source "$root/tests/packaging/start_daemon.sh"
 step() { echo "--- $*"; }
 
 step "install $build -> $tmp/prefix"
@@ -54,20 +55,7 @@ cmake --build "$tmp/examples" -j2 >"$tmp/build.log" \
   || { cat "$tmp/build.log" >&2; exit 1; }
 
 step "start $daemon"
-mkdir -p "$tmp/run" "$tmp/shm"
-: >"$tmp/empty.textproto"
-mkfifo "$tmp/ready"
-"$daemon" --socket="$tmp/run/shmalloc.sock" --shm_dir="$tmp/shm" \
-  --config="$tmp/empty.textproto" --ready_fd=3 3>"$tmp/ready" \
-  >"$tmp/daemon.log" 2>&1 &
-daemon_pid=$!
-# The readiness byte (or EOF if the daemon dies first), with a deadline.
-if ! IFS= read -r -t 30 -N 1 _ <"$tmp/ready"; then
-  cat "$tmp/daemon.log" >&2
-  echo "build_examples: daemon not ready within 30 s" >&2
-  exit 1
-fi
-export SHMALLOC_SOCKET=$tmp/run/shmalloc.sock
+start_daemon "$daemon" "$tmp" build_examples
 "$cli" health
 
 step "consumer <- producer: $buffers buffers"

@@ -25,6 +25,7 @@ cleanup() {
   rm -rf "$tmp"
 }
 trap cleanup EXIT
+source "$root/tests/packaging/start_daemon.sh"
 unset SHMALLOC_C_LIBRARY PYTHONPATH
 
 echo "--- cmake --install $build -> $tmp/prefix"
@@ -47,19 +48,7 @@ cp -r "$root/client/python" "$tmp/src"
 [ -e "$tmp/pip/shmalloc/_client.py" ]
 
 echo "--- start $daemon"
-mkdir -p "$tmp/shm"
-: >"$tmp/empty.textproto"
-mkfifo "$tmp/ready"
-"$daemon" --socket="$tmp/shmalloc.sock" --shm_dir="$tmp/shm" \
-  --config="$tmp/empty.textproto" --ready_fd=3 3>"$tmp/ready" \
-  >"$tmp/daemon.log" 2>&1 &
-daemon_pid=$!
-if ! IFS= read -r -t 30 -N 1 _ <"$tmp/ready"; then
-  cat "$tmp/daemon.log" >&2
-  echo "install_test: daemon not ready within 30 s" >&2
-  exit 1
-fi
-export SHMALLOC_SOCKET=$tmp/shmalloc.sock
+start_daemon "$daemon" "$tmp" install_test
 
 check() {  # $1: label; the rest: environment for the interpreter
   local label=$1; shift
