@@ -25,11 +25,12 @@ absl::Status Allocation::FreeOnce() {
   // it at most once even if the first attempt's outcome was lost and the
   // block was handed to someone else meanwhile.
   //
-  // Fenced here too: a handle from another incarnation of the region, or
-  // from before a reset, is refused without an RPC. The daemon checks the
-  // generation as well, but it cannot tell generation 0 from "unchecked",
-  // and it never sees the incarnation.
-  SHMALLOC_RETURN_IF_ERROR(region_->CheckIncarnation());
+  // Fenced here too: a handle from before a reset is refused without an
+  // RPC (the daemon checks the generation as well, but it cannot tell
+  // generation 0 from "unchecked"). A handle from another incarnation of the
+  // region (deleted and re-created) is refused by the daemon, which compares
+  // the request's incarnation with the region's under its lock: no stat()
+  // of the data file per Free.
   SHMALLOC_RETURN_IF_ERROR(region_->CheckGeneration(generation_));
   if (free_request_id_.empty()) free_request_id_ = internal::NewRequestId();
   v1::FreeRequest request;
@@ -37,6 +38,7 @@ absl::Status Allocation::FreeOnce() {
   request.add_offsets(extent_.offset);
   request.set_generation(generation_);
   request.set_request_id(free_request_id_);
+  request.set_incarnation(region_->incarnation());
   v1::FreeResponse response;
   return region_->connection()->Free(std::move(request), &response);
 }

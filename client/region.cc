@@ -19,7 +19,8 @@ Region::Region(std::shared_ptr<internal::Connection> connection,
                RegionInfo info, std::byte* base)
     : connection_(std::move(connection)), info_(std::move(info)), base_(base) {
   if (connection_ != nullptr && !info_.data_file.empty()) {
-    path_ = absl::StrCat(connection_->shm_dir(), "/", info_.data_file);
+    path_ = internal::DataFilePath(connection_->shm_dir(), info_.data_dir,
+                                   info_.data_file);
     struct stat st = {};
     if (::stat(path_.c_str(), &st) == 0) {
       file_dev_ = st.st_dev;
@@ -92,20 +93,21 @@ absl::StatusOr<std::span<std::byte>> Region::Span(uint64_t offset,
 absl::StatusOr<std::vector<Extent>> Region::AllocateExtents(
     uint64_t size, uint32_t count, const AllocateOptions& options,
     uint64_t* generation) {
-  SHMALLOC_RETURN_IF_ERROR(CheckIncarnation());
   v1::AllocateRequest request;
   request.set_region(info_.name);
   request.set_size_bytes(size);
   request.set_alignment(options.alignment);
   request.set_count(count);
   request.set_detached(options.detached);
+  // The incarnation fence, without a stat() of the data file per call: the
+  // daemon refuses (FAILED_PRECONDITION, nothing allocated) when the region
+  // of this name is no longer the one this process mapped, and it checks
+  // under the region lock, so a re-create while the call is in flight
+  // cannot hand back the new region's extents either.
+  request.set_incarnation(info_.incarnation);
   v1::AllocateResponse response;
   absl::Status s = connection_->Allocate(std::move(request), &response);
   if (!s.ok()) return s;
-  // Re-created while the call was in flight: the extents are the new
-  // region's, which this mapping does not show. They stay allocated to this
-  // session in the new region (reclaimed with it), never used here.
-  SHMALLOC_RETURN_IF_ERROR(CheckIncarnation());
   if (generation != nullptr) *generation = response.generation();
   const uint32_t expected = std::max<uint32_t>(count, 1);
   std::vector<Extent> extents = internal::ExtentsOf(response);
@@ -158,11 +160,11 @@ absl::Status Region::Free(uint64_t offset, uint64_t generation) {
 
 absl::Status Region::Free(std::span<const uint64_t> offsets,
                           uint64_t generation) {
-  SHMALLOC_RETURN_IF_ERROR(CheckIncarnation());
   v1::FreeRequest request;
   request.set_region(info_.name);
   request.mutable_offsets()->Add(offsets.begin(), offsets.end());
   request.set_generation(generation);
+  request.set_incarnation(info_.incarnation);  // fenced by the daemon
   v1::FreeResponse response;
   return connection_->Free(std::move(request), &response);
 }

@@ -65,6 +65,7 @@ struct AllocateArgs {
   uint32_t count = 1;         // extents; >= 1
   bool detached = false;      // survives the session (its record says so)
   uint64_t request_hash = 0;  // StableHash64(request_id); 0 = none
+  uint64_t incarnation = 0;   // the caller's; another is stale; 0 = unchecked
 };
 
 struct AllocateResult {
@@ -78,6 +79,7 @@ struct FreeArgs {
   uint64_t session_id = 0;    // the asking session
   uint64_t generation = 0;    // the offsets' generation; 0 = unchecked
   uint64_t request_hash = 0;  // StableHash64(request_id); 0 = none
+  uint64_t incarnation = 0;   // the caller's; another is stale; 0 = unchecked
 };
 
 // What one Adopt call asks for besides the offsets.
@@ -143,9 +145,11 @@ class Region {
   // INVALID_ARGUMENT (size 0 or larger than the heap, bad alignment, a size
   // the strategy cannot serve, a batch over max_batch()), RESOURCE_EXHAUSTED
   // (region full, the session's quota — detached bytes count — or no owner
-  // record left), NOT_FOUND (region deleted, or `session_alive` says no: it
-  // is asked under the region lock, so a session that is closing cannot gain
-  // allocations after its release). State unchanged on error. Thread-safe.
+  // record left), FAILED_PRECONDITION (args.incarnation is another
+  // region's: deleted and re-created since the caller mapped it), NOT_FOUND
+  // (region deleted, or `session_alive` says no: it is asked under the region
+  // lock, so a session that is closing cannot gain allocations after its
+  // release). State unchanged on error. Thread-safe.
   [[nodiscard]] absl::StatusOr<AllocateResult> Allocate(
       const AllocateArgs& args, absl::FunctionRef<bool()> session_alive);
 
@@ -153,9 +157,10 @@ class Region {
   // All or nothing, one transaction: every offset is checked first. With a
   // request_hash the session already used for a Free here, returns that
   // call's figure again without freeing. FAILED_PRECONDITION (ARENA region,
-  // duplicates, not a live allocation start, a stale args.generation),
-  // INVALID_ARGUMENT (outside the heap, more than max_batch() offsets),
-  // NOT_FOUND (region deleted). State unchanged on error. Thread-safe.
+  // duplicates, not a live allocation start, a stale args.generation or
+  // args.incarnation), INVALID_ARGUMENT (outside the heap, more than
+  // max_batch() offsets), NOT_FOUND (region deleted). State unchanged on
+  // error. Thread-safe.
   [[nodiscard]] absl::StatusOr<uint64_t> Free(std::span<const uint64_t> offsets,
                                               const FreeArgs& args = {});
 
@@ -269,6 +274,11 @@ class Region {
   // when the data file is the wrong size or faults).
   absl::Status PublishSegment() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CheckAlive() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // FAILED_PRECONDITION when `incarnation` (a caller's, 0 = unchecked) is
+  // not this region's: the caller mapped a region of this name that was
+  // deleted since. Replaces a stat() of the data file per call client side.
+  absl::Status CheckIncarnation(uint64_t incarnation) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::string shm_dir_;
   const std::string name_;

@@ -66,6 +66,18 @@ void Region::CountRefusal() {
   log_->Commit();
 }
 
+absl::Status Region::CheckIncarnation(uint64_t incarnation) const {
+  const uint64_t mine = meta()->incarnation;
+  if (incarnation == 0 || incarnation == mine) [[likely]] {
+    return absl::OkStatus();
+  }
+  return absl::FailedPreconditionError(
+      absl::StrCat("stale: region '", name_, "' (incarnation ", incarnation,
+                   ") was deleted and re-created since the caller mapped it; "
+                   "it is incarnation ",
+                   mine, " now; open it again"));
+}
+
 absl::StatusOr<AllocateResult> Region::Allocate(
     const AllocateArgs& args, absl::FunctionRef<bool()> session_alive) {
   uint64_t alignment = args.alignment;
@@ -78,6 +90,7 @@ absl::StatusOr<AllocateResult> Region::Allocate(
   const uint32_t count = std::max<uint32_t>(args.count, 1);
   absl::MutexLock lock(&mu_);
   SHMALLOC_RETURN_IF_ERROR(CheckAlive());
+  SHMALLOC_RETURN_IF_ERROR(CheckIncarnation(args.incarnation));
   if (!session_alive()) {
     return absl::NotFoundError(
         absl::StrCat("session ", args.session_id, " is not open"));
@@ -216,6 +229,7 @@ absl::StatusOr<uint64_t> Region::Free(std::span<const uint64_t> offsets,
   }
   absl::MutexLock lock(&mu_);
   SHMALLOC_RETURN_IF_ERROR(CheckAlive());
+  SHMALLOC_RETURN_IF_ERROR(CheckIncarnation(args.incarnation));
   if (strategy_ == Strategy::kArena) {
     return absl::FailedPreconditionError(absl::StrCat(
         "region ", name_, " is an ARENA: it frees only as a whole (reset it)"));

@@ -127,6 +127,7 @@ absl::Status AllocatorService::DoAllocate(const v1::AllocateRequest& request,
   args.alignment = request.alignment();
   args.count = count;
   args.detached = request.detached();
+  args.incarnation = request.incarnation();
   SHMALLOC_ASSIGN_OR_RETURN(args.request_hash,
                             RequestHash(request.request_id()));
   const uint64_t session_id = request.session_id();
@@ -186,6 +187,7 @@ absl::Status AllocatorService::DoFree(const v1::FreeRequest& request,
   args.session_id = request.session_id();
   args.generation = request.generation();
   args.request_hash = request_hash;
+  args.incarnation = request.incarnation();
   SHMALLOC_ASSIGN_OR_RETURN(
       const uint64_t freed,
       region->Free(std::span<const uint64_t>(request.offsets().data(),

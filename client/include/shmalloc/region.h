@@ -16,10 +16,13 @@
 // daemon calls on it return NOT_FOUND. A region deleted and re-created under
 // the same name is another region (another incarnation): every call of this
 // Region that sends or receives offsets (Allocate*, Free, and so Allocation,
-// Arena and BlockCache) first checks that the data file in the shm directory
-// is still the file mapped here and answers FAILED_PRECONDITION ("stale:
-// region ... was deleted and re-created") otherwise, never an offset of the
-// new region through the old mapping nor a Free of the new region's blocks.
+// Arena and BlockCache) answers FAILED_PRECONDITION ("stale: region ... was
+// deleted and re-created") instead, never an offset of the new region
+// through the old mapping nor a Free of the new region's blocks: Allocate and
+// Free carry the incarnation mapped here and the daemon refuses another one
+// under the region lock (no syscall here); Adopt and the BlockCache's paths
+// without an RPC compare the data file in the shm directory with the file
+// mapped here (CheckIncarnation).
 //
 // Trust: the daemon's extents are checked against this mapping (the heap
 // bounds the daemon described, which OpenRegion checked against the file's
@@ -128,7 +131,7 @@ class Region : public std::enable_shared_from_this<Region> {
       uint64_t size, uint32_t count, const AllocateOptions& options = {},
       uint64_t* generation = nullptr);
   // Frees live allocations (any session's), all or nothing; one logical RPC,
-  // after CheckIncarnation (FAILED_PRECONDITION when re-created),
+  // fenced by the daemon (FAILED_PRECONDITION when re-created),
   // resent with the same request id when its outcome was lost in a daemon
   // restart, so never applied twice. `generation`: the one they were
   // allocated in (a reset since makes it FAILED_PRECONDITION); 0 =
