@@ -298,6 +298,116 @@ TEST_F(WatcherCapTest, OneWatcherPastTheCapIsResourceExhausted) {
   (void)b->reader->Finish();
 }
 
+// 100 watchers (limit raised) at the shortest interval: every stream gets
+// updates and sees the region change, and Allocate is served meanwhile.
+class ManyWatchersTest : public DaemonTest {
+ protected:
+  DaemonOptions Options() const override {
+    return DaemonOptions{.config_text = "limits { max_watchers: 128 }\n",
+                         .extra_flags = {}};
+  }
+};
+
+uint64_t LiveIn(const v1::Stats& stats, const std::string& region) {
+  for (const v1::RegionStats& r : stats.regions()) {
+    if (r.name() == region) return r.live_allocations();
+  }
+  return ~uint64_t{0};
+}
+
+TEST_F(ManyWatchersTest, HundredWatchersAllGetUpdatesWhileAllocateWorks) {
+  ASSERT_THAT(CreateRegion(stub(), "pool", v1::STRATEGY_POOL), IsOk());
+  std::vector<std::unique_ptr<Watch>> watches;
+  for (int i = 0; i < 100; ++i) {
+    watches.push_back(StartWatch(stub()));
+    ASSERT_TRUE(watches.back()->got_first) << "watcher " << i;
+    EXPECT_EQ(LiveIn(watches.back()->first, "pool"), 0u);
+  }
+  absl::StatusOr<std::unique_ptr<Session>> session = Session::Open(stub());
+  ASSERT_THAT(session, IsOk());
+  for (int i = 0; i < 50; ++i) {
+    ASSERT_THAT(Allocate(stub(), **session, "pool", 64, 1), IsOk()) << i;
+  }
+  // Each stream goes on ticking until it shows the 50 allocations (bounded
+  // by the stream's deadline).
+  for (size_t i = 0; i < watches.size(); ++i) {
+    v1::Stats next;
+    bool seen = false;
+    while (!seen && watches[i]->reader->Read(&next)) {
+      seen = LiveIn(next, "pool") == 50;
+    }
+    EXPECT_TRUE(seen) << "watcher " << i;
+  }
+  for (auto& w : watches) {
+    w->context.TryCancel();
+    (void)w->reader->Finish();
+  }
+}
+
+// Allocate and Free carry the incarnation of the region the client mapped;
+// the daemon refuses another one (FAILED_PRECONDITION) with nothing
+// allocated or freed, so the client library needs no stat() of the data
+// file per call. 0 is unchecked (older clients, grpcurl).
+TEST_F(DaemonTest, AnotherIncarnationIsRefusedWithNothingChanged) {
+  absl::StatusOr<v1::Region> first =
+      CreateRegion(stub(), "again", v1::STRATEGY_POOL);
+  ASSERT_THAT(first, IsOk());
+  const uint64_t old_incarnation = first->incarnation();
+  ASSERT_NE(old_incarnation, 0u);
+  absl::StatusOr<std::unique_ptr<Session>> session = Session::Open(stub());
+  ASSERT_THAT(session, IsOk());
+  auto allocate = [&](uint64_t incarnation) {
+    v1::AllocateRequest q;
+    q.set_session_id((*session)->id());
+    q.set_session_token((*session)->token());
+    q.set_region("again");
+    q.set_size_bytes(64);
+    q.set_incarnation(incarnation);
+    return Allocate(stub(), q);
+  };
+  auto free = [&](uint64_t offset, uint64_t incarnation) {
+    v1::FreeRequest q;
+    q.set_session_id((*session)->id());
+    q.set_session_token((*session)->token());
+    q.set_region("again");
+    q.add_offsets(offset);
+    q.set_incarnation(incarnation);
+    return Free(stub(), q);
+  };
+  auto live = [&] {
+    absl::StatusOr<v1::RegionStats> s = GetRegionStats(stub(), "again");
+    return s.ok() ? s->live_allocations() : ~uint64_t{0};
+  };
+  absl::StatusOr<v1::AllocateResponse> mine = allocate(old_incarnation);
+  ASSERT_THAT(mine, IsOk());
+  ASSERT_THAT(allocate(0), IsOk());  // unchecked
+  EXPECT_EQ(live(), 2u);
+  const absl::Status refused = allocate(old_incarnation + 2).status();
+  EXPECT_THAT(refused, StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(std::string(refused.message()), HasSubstr("re-created"));
+  EXPECT_THAT(free(Offsets(*mine)[0], old_incarnation + 2),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_EQ(live(), 2u);
+
+  // Deleted and re-created: the old incarnation is refused in the new
+  // region, even for an offset this session owns there.
+  ASSERT_THAT(DeleteRegion(stub(), "again", /*force=*/true), IsOk());
+  absl::StatusOr<v1::Region> second =
+      CreateRegion(stub(), "again", v1::STRATEGY_POOL);
+  ASSERT_THAT(second, IsOk());
+  ASSERT_NE(second->incarnation(), old_incarnation);
+  EXPECT_THAT(allocate(old_incarnation),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_EQ(live(), 0u);
+  absl::StatusOr<v1::AllocateResponse> fresh = allocate(second->incarnation());
+  ASSERT_THAT(fresh, IsOk());
+  EXPECT_THAT(free(Offsets(*fresh)[0], old_incarnation),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_EQ(live(), 1u);
+  EXPECT_THAT(free(Offsets(*fresh)[0], second->incarnation()), IsOk());
+  EXPECT_EQ(live(), 0u);
+}
+
 // limits.max_sessions_per_peer: a process (known by the kernel's
 // credentials of its connection, not by what it declares) cannot take every
 // session; another process still gets its own; an ended session frees its

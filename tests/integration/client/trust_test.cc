@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "shmalloc/arena.h"
 #include "shmalloc/block_cache.h"
@@ -22,6 +23,7 @@ namespace shmalloc::testing {
 namespace {
 
 using ::absl::StatusCode;
+using ::testing::HasSubstr;
 
 // Where the shared ARENA metadata keeps its words (common/segment_header.h,
 // allocators/allocator.h MetaHeader, allocators/arena.h ArenaMeta).
@@ -203,8 +205,12 @@ TEST_F(TrustTest, StaleHandlesAfterDeleteAndRecreateAreRefused) {
   EXPECT_THAT(old->Free(), StatusIs(StatusCode::kFailedPrecondition));
   EXPECT_THAT(region->Free(old->offset()),
               StatusIs(StatusCode::kFailedPrecondition));
-  EXPECT_THAT(region->Allocate(4096),
-              StatusIs(StatusCode::kFailedPrecondition));
+  // Refused by the daemon (the request carries the incarnation mapped
+  // here; no stat() of the data file): nothing allocated in the new region.
+  const absl::Status refused = region->Allocate(4096).status();
+  EXPECT_THAT(refused, StatusIs(StatusCode::kFailedPrecondition));
+  EXPECT_THAT(std::string(refused.message()), HasSubstr("re-created"));
+  EXPECT_EQ(StatsOf("again").live_allocations, 15u);
   // The cache's next daemon call finds out, and from then on refuses all.
   EXPECT_THAT((*cache)->Flush(), StatusIs(StatusCode::kFailedPrecondition));
   EXPECT_THAT((*cache)->Allocate(4096),
