@@ -58,10 +58,10 @@ absl::Status ValidateOffsetInRange(uint64_t offset, uint64_t begin,
 }
 
 absl::Status ValidateRange(const AllocatorOptions& options) {
-  if (options.begin == 0 || options.begin % kMaxAlignment != 0) {
+  if (options.begin == 0 || options.begin % kHeapBeginGranule != 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("begin ", options.begin,
-                     " must be a positive multiple of ", kMaxAlignment));
+                     " must be a positive multiple of ", kHeapBeginGranule));
   }
   if (options.end <= options.begin) {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -56,10 +56,25 @@ enum class Strategy : uint32_t {
 // Returns "arena", "pool", "buddy", "slab", "free_list" or "unspecified".
 std::string_view StrategyName(Strategy strategy);
 
-// The largest alignment any strategy honours; every power of two up to it is
-// accepted (0 means kDefaultAlignment). Anything else is INVALID_ARGUMENT.
-inline constexpr uint64_t kMaxAlignment = 4096;
+// The largest alignment any request may ask for (2 MiB: DMA and GPU staging
+// buffers, huge pages); every power of two up to it is accepted by the
+// argument check (0 means kDefaultAlignment), anything else is
+// INVALID_ARGUMENT. Alignment is of the offset (the heap's file offset; an
+// address is aligned alike when the mapping's base is). What each strategy
+// honours (an alignment above it is INVALID_ARGUMENT, state unchanged):
+//   ARENA, FREE_LIST  every alignment up to kMaxAlignment (padding / splitting
+//                     the unaligned head off as a free extent);
+//   BUDDY             up to the largest block, and up to AlignmentOf(begin):
+//                     blocks are aligned to their size relative to begin;
+//   POOL, SLAB        up to min(AlignmentOf(block or class size),
+//                     AlignmentOf(begin)) (slabs: also kSlabBytes).
+// The heap's begin is only required to be a multiple of kHeapBeginGranule,
+// so a region header need not waste 2 MiB; a layout wanting BUDDY / POOL /
+// SLAB alignment above 4 KiB places begin on a larger power of two.
+inline constexpr uint64_t kMaxAlignment = uint64_t{1} << 21;
 inline constexpr uint64_t kDefaultAlignment = 16;
+// `begin` of every strategy's range is a positive multiple of this.
+inline constexpr uint64_t kHeapBeginGranule = 4096;
 
 // One allocation: `size_bytes` is what the allocator reserved for it (at least
 // the requested size: a pool block, a buddy power of two, a rounded size).
@@ -100,7 +115,8 @@ void FillFragmentation(AllocatorStats& stats);
 // Region geometry and strategy parameters; what Create needs besides the spans.
 struct AllocatorOptions {
   Strategy strategy = Strategy::kUnspecified;
-  uint64_t begin = 0;  // first offset managed; > 0, multiple of kMaxAlignment
+  uint64_t begin = 0;  // first offset managed; > 0, multiple of
+                       // kHeapBeginGranule
   uint64_t end = 0;    // one past the last offset managed; > begin
   // POOL: the fixed block size (a multiple of 8, >= 8). SLAB: ignored.
   uint64_t block_size = 0;
@@ -246,7 +262,7 @@ absl::Status ValidateAllocateArgs(uint64_t size, uint64_t& alignment);
 absl::Status ValidateOffsetInRange(uint64_t offset, uint64_t begin,
                                    uint64_t end);
 // Validates options common to all strategies: begin > 0, begin a multiple of
-// kMaxAlignment, end > begin.
+// kHeapBeginGranule, end > begin.
 absl::Status ValidateRange(const AllocatorOptions& options);
 // Validates `meta` as a MetaHeader of `expected` strategy (DATA_LOSS on a bad
 // magic, version, strategy or a span smaller than recorded).
@@ -256,6 +272,12 @@ absl::Status ValidateMetaHeader(std::span<const std::byte> meta,
 inline constexpr bool IsPowerOfTwo(uint64_t x) { return x && !(x & (x - 1)); }
 inline constexpr uint64_t AlignUp(uint64_t x, uint64_t a) {
   return (x + a - 1) & ~(a - 1);
+}
+// The largest power of two dividing x (x > 0), capped at kMaxAlignment; for
+// x == 0, kMaxAlignment (0 is a multiple of everything).
+inline constexpr uint64_t AlignmentOf(uint64_t x) {
+  const uint64_t low = x & (0 - x);
+  return low == 0 || low > kMaxAlignment ? kMaxAlignment : low;
 }
 
 }  // namespace shmalloc

@@ -130,7 +130,8 @@ absl::StatusOr<std::unique_ptr<Arena>> Arena::Attach(
 }
 
 absl::StatusOr<Extent> Arena::Allocate(uint64_t size, uint64_t alignment) {
-  // Fast path: 0 < size <= capacity and alignment a power of two <= 4096.
+  // Fast path: 0 < size <= capacity and alignment a power of two <=
+  // kMaxAlignment (padding on the cursor honours any of them).
   // Anything else goes through the slow path, which names the problem.
   if (alignment == 0) alignment = kDefaultAlignment;
   if (size - 1 >= end_ - begin_ || alignment - 1 >= kMaxAlignment ||
@@ -299,10 +300,10 @@ absl::Status Arena::CheckInvariants() const {
       std::span<const std::byte>(reinterpret_cast<const std::byte*>(meta_),
                                  sizeof(ArenaMeta)),
       Strategy::kArena));
-  if (meta_->header.begin % kMaxAlignment != 0) {
+  if (meta_->header.begin % kHeapBeginGranule != 0) {
     return absl::InternalError(absl::StrCat("arena begin ", meta_->header.begin,
                                             " is not a multiple of ",
-                                            kMaxAlignment));
+                                            kHeapBeginGranule));
   }
   // relaxed: see Stats().
   const uint64_t cursor = meta_->cursor.load(std::memory_order_relaxed);

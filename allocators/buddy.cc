@@ -122,7 +122,7 @@ absl::StatusOr<std::unique_ptr<Buddy>> Buddy::Attach(
   std::memcpy(&header, meta.data(), sizeof(header));
   absl::StatusOr<Geometry> g =
       ComputeGeometry(header.begin, header.end, header.param);
-  if (!g.ok() || header.begin % kMaxAlignment != 0 ||
+  if (!g.ok() || header.begin % kHeapBeginGranule != 0 ||
       header.meta_bytes != g->total_bytes || header.param != g->min_block) {
     return absl::DataLossError(
         "buddy metadata records an inconsistent geometry");
@@ -216,6 +216,12 @@ absl::StatusOr<Extent> Buddy::Allocate(uint64_t size, uint64_t alignment) {
     return absl::InvalidArgumentError(absl::StrCat(
         "size ", size, " with alignment ", alignment,
         " exceeds the largest buddy block of ", largest, " bytes"));
+  }
+  // Blocks are aligned to their size relative to begin only.
+  if (alignment > AlignmentOf(begin_)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "alignment ", alignment, " exceeds the buddy heap's begin alignment ",
+        AlignmentOf(begin_), " (begin ", begin_, ")"));
   }
   const uint64_t block = std::bit_ceil(std::max({size, alignment, min_block_}));
   const uint32_t order =

@@ -103,8 +103,10 @@ class Buddy final : public OffsetAllocator {
       std::span<std::byte> meta);
 
   // Returns a block of min_block * 2^k bytes, the smallest that is >= size and
-  // >= alignment (so it is aligned). INVALID_ARGUMENT for size 0, a bad
-  // alignment or a size above the largest block of the range;
+  // >= alignment (so it is aligned relative to begin, and absolutely for an
+  // alignment <= AlignmentOf(begin)). INVALID_ARGUMENT for size 0, a bad
+  // alignment, an alignment above AlignmentOf(begin) or a size above the
+  // largest block of the range;
   // RESOURCE_EXHAUSTED when no block is free (counted). State unchanged on
   // error. Not thread-safe.
   [[nodiscard]] absl::StatusOr<Extent> Allocate(uint64_t size,

@@ -51,10 +51,11 @@ bool IsAligned8(std::span<std::byte> meta) {
   return reinterpret_cast<uintptr_t>(meta.data()) % 8 == 0;
 }
 
-// Largest power of two dividing `size`, capped at kMaxAlignment.
-uint64_t NaturalAlignment(uint64_t size) {
-  return std::min<uint64_t>(uint64_t{1} << std::countr_zero(size),
-                            kMaxAlignment);
+// The alignment every object of a class of `size` has when the heap begins
+// at `begin`: objects start at begin + slab * kSlabBytes + j * size.
+uint64_t NaturalAlignment(uint64_t size, uint64_t begin) {
+  return std::min(
+      {AlignmentOf(size), AlignmentOf(kSlabBytes), AlignmentOf(begin)});
 }
 
 }  // namespace
@@ -171,7 +172,7 @@ absl::StatusOr<std::unique_ptr<Slab>> Slab::Attach(std::span<std::byte> meta) {
     }
   }
   absl::StatusOr<Geometry> g = ComputeGeometry(header.begin, header.end, sizes);
-  if (!g.ok() || header.begin % kMaxAlignment != 0 ||
+  if (!g.ok() || header.begin % kHeapBeginGranule != 0 ||
       header.param != kSlabBytes || header.meta_bytes != g->total_bytes ||
       state.layout_version != kSlabLayoutVersion ||
       state.num_slabs != g->num_slabs ||
@@ -270,8 +271,9 @@ absl::StatusOr<Extent> Slab::Allocate(uint64_t size, uint64_t alignment) {
     return s;
   }
   uint32_t c = 0;
-  while (c < num_classes_ && (classes_[c].size < size ||
-                              NaturalAlignment(classes_[c].size) < alignment)) {
+  while (c < num_classes_ &&
+         (classes_[c].size < size ||
+          NaturalAlignment(classes_[c].size, begin_) < alignment)) {
     ++c;
   }
   if (c == num_classes_) {

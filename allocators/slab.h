@@ -3,13 +3,15 @@
 // The range is cut into M = (end - begin) / kSlabBytes slabs of 64 KiB (the
 // tail is never handed out). A request goes to the smallest size class that
 // holds it and whose natural alignment (the largest power of two dividing the
-// class size, capped at 4096; slab starts are 4096-aligned) meets the
-// requested alignment. Each class keeps a list of its partially used slabs;
-// when it has none, it takes a free slab, and a slab whose last object is
-// freed goes back to the free slabs, for any class to reuse. Within a slab,
-// objects are carved lazily (a bump index `carved`) and freed objects form an
-// index free list. Allocate, Free and SizeOf are O(1). A class does not borrow
-// from a larger class when it has no room (RESOURCE_EXHAUSTED instead).
+// class size, capped by AlignmentOf(begin): objects lie at begin +
+// slab * 64 KiB + j * size) meets the requested alignment; none does for an
+// alignment above that (INVALID_ARGUMENT). Each class keeps a list of its
+// partially used slabs; when it has none, it takes a free slab, and a slab
+// whose last object is freed goes back to the free slabs, for any class to
+// reuse. Within a slab, objects are carved lazily (a bump index `carved`) and
+// freed objects form an index free list. Allocate, Free and SizeOf are O(1). A
+// class does not borrow from a larger class when it has no room
+// (RESOURCE_EXHAUSTED instead).
 //
 // Sizes above the largest class are INVALID_ARGUMENT: large sizes belong in a
 // BUDDY or FREE_LIST region.

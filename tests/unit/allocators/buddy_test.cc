@@ -106,9 +106,11 @@ TEST(BuddyTest, ExhaustionIsResourceExhaustedAndCounted) {
   EXPECT_THAT(f.buddy->CheckInvariants(), IsOk());
 }
 
-TEST(BuddyTest, EveryAlignmentUpTo4096IsHonoured) {
+TEST(BuddyTest, EveryAlignmentUpToTheBeginsIsHonoured) {
+  // begin 4096: blocks are aligned to their size relative to begin, so
+  // absolutely up to 4 KiB; more is INVALID_ARGUMENT, nothing changed.
   Fixture f(Options(1 << 22, 16));
-  for (uint64_t a = 1; a <= kMaxAlignment; a *= 2) {
+  for (uint64_t a = 1; a <= kHeapBeginGranule; a *= 2) {
     for (uint64_t size : {1, 17, 100, 4097}) {
       absl::StatusOr<Extent> e = f.buddy->Allocate(size, a);
       ASSERT_THAT(e, IsOk());
@@ -119,7 +121,30 @@ TEST(BuddyTest, EveryAlignmentUpTo4096IsHonoured) {
   }
   EXPECT_THAT(f.buddy->Allocate(8, 3),
               StatusIs(absl::StatusCode::kInvalidArgument));
-  EXPECT_THAT(f.buddy->Allocate(8, 8192),
+  const AllocatorStats before = f.buddy->Stats();
+  for (uint64_t a = 2 * kHeapBeginGranule; a <= 2 * kMaxAlignment; a *= 2) {
+    EXPECT_THAT(f.buddy->Allocate(8, a),
+                StatusIs(absl::StatusCode::kInvalidArgument))
+        << a;
+  }
+  ExpectSameStats(before, f.buddy->Stats());
+}
+
+TEST(BuddyTest, EveryAlignmentUpTo2MiBIsHonouredFromAnAlignedBegin) {
+  AllocatorOptions options = Options(16 << 20, 64);
+  options.begin = kMaxAlignment;
+  options.end = options.begin + (16 << 20);
+  Fixture f(options);
+  for (uint64_t a = 1; a <= kMaxAlignment; a *= 2) {
+    for (uint64_t size : {1, 100, 4097}) {
+      absl::StatusOr<Extent> e = f.buddy->Allocate(size, a);
+      ASSERT_THAT(e, IsOk());
+      EXPECT_EQ(e->offset % a, 0u) << "alignment " << a << " size " << size;
+      ASSERT_THAT(f.buddy->Free(e->offset), IsOk());
+    }
+  }
+  ASSERT_THAT(f.buddy->CheckInvariants(), IsOk());
+  EXPECT_THAT(f.buddy->Allocate(8, 2 * kMaxAlignment),
               StatusIs(absl::StatusCode::kInvalidArgument));
 }
 

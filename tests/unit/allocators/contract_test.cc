@@ -67,13 +67,18 @@ TEST_P(ContractTest, SizeZeroIsInvalidArgumentAndChangesNothing) {
 
 TEST_P(ContractTest, AlignmentThatIsNotAPowerOfTwoIsInvalidArgument) {
   const AllocatorStats before = a().Stats();
-  for (uint64_t alignment : {3, 6, 24, 8192, 1 << 20}) {
+  for (uint64_t alignment : {uint64_t{3}, uint64_t{6}, uint64_t{24},
+                             2 * kMaxAlignment, uint64_t{1} << 30}) {
     ExpectRefusedUnchanged(a().Allocate(16, alignment).status(),
                            absl::StatusCode::kInvalidArgument, before);
   }
 }
 
 TEST_P(ContractTest, EveryPowerOfTwoAlignmentIsHonouredOrRefused) {
+  // A heap from 4096 with room for a 2 MiB-aligned offset.
+  options_ = testing::TestOptions(GetParam(), 8 << 20);
+  s_ = testing::MakeStrategy(options_);
+  ASSERT_NE(s_.allocator, nullptr);
   for (uint64_t alignment = 1; alignment <= kMaxAlignment; alignment *= 2) {
     auto extent = a().Allocate(16, alignment);
     if (!extent.ok()) {

@@ -116,9 +116,10 @@ TEST(SlabTest, ExhaustionIsResourceExhaustedAndCounted) {
   EXPECT_THAT(f.slab->CheckInvariants(), IsOk());
 }
 
-TEST(SlabTest, EveryAlignmentUpTo4096IsHonoured) {
+TEST(SlabTest, EveryAlignmentUpToTheBeginsIsHonoured) {
+  // begin 4096: objects are 4 KiB-aligned at most; more is refused.
   Fixture f(Options(64 * kSlabBytes));
-  for (uint64_t a = 1; a <= kMaxAlignment; a *= 2) {
+  for (uint64_t a = 1; a <= kHeapBeginGranule; a *= 2) {
     for (uint64_t size : {1, 24, 100, 4097}) {
       absl::StatusOr<Extent> e = f.slab->Allocate(size, a);
       ASSERT_THAT(e, IsOk());
@@ -129,8 +130,27 @@ TEST(SlabTest, EveryAlignmentUpTo4096IsHonoured) {
   }
   EXPECT_THAT(f.slab->Allocate(8, 3),
               StatusIs(absl::StatusCode::kInvalidArgument));
-  EXPECT_THAT(f.slab->Allocate(8, 8192),
+  for (uint64_t a = 2 * kHeapBeginGranule; a <= 2 * kMaxAlignment; a *= 2) {
+    EXPECT_THAT(f.slab->Allocate(8, a),
+                StatusIs(absl::StatusCode::kInvalidArgument))
+        << a;
+  }
+}
+
+TEST(SlabTest, AlignedBeginGivesTheClassesTheirNaturalAlignment) {
+  // begin 2 MiB: the 16 KiB class is 16 KiB-aligned; nothing holds more.
+  AllocatorOptions options = Options(64 * kSlabBytes);
+  options.begin = kMaxAlignment;
+  options.end = options.begin + 64 * kSlabBytes;
+  Fixture f(options);
+  for (uint64_t a = 1; a <= 16384; a *= 2) {
+    absl::StatusOr<Extent> e = f.slab->Allocate(100, a);
+    ASSERT_THAT(e, IsOk());
+    EXPECT_EQ(e->offset % a, 0u) << "alignment " << a;
+  }
+  EXPECT_THAT(f.slab->Allocate(8, 32768),
               StatusIs(absl::StatusCode::kInvalidArgument));
+  ASSERT_THAT(f.slab->CheckInvariants(), IsOk());
 }
 
 TEST(SlabTest, AlignmentPicksANaturallyAlignedClassOrFails) {
