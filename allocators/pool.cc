@@ -77,7 +77,9 @@ Pool::Pool(PoolMeta* meta, uint64_t block_size)
       block_size_(block_size),
       block_count_(meta->block_count),
       counted_(meta->layout_version >= kPoolLayoutVersion) {
-  natural_alignment_ = std::min(block_size & (0 - block_size), kMaxAlignment);
+  // Blocks start at begin + i * block_size: aligned to both.
+  natural_alignment_ =
+      std::min(AlignmentOf(block_size), AlignmentOf(meta->header.begin));
   default_alignment_ = std::min(kDefaultAlignment, natural_alignment_);
   shift_ = static_cast<uint64_t>(std::countr_zero(block_size));
   low_mask_ = (uint64_t{1} << shift_) - 1;
@@ -144,7 +146,8 @@ absl::StatusOr<std::unique_ptr<Pool>> Pool::Attach(std::span<std::byte> meta) {
   absl::StatusOr<uint64_t> count =
       BlockCount(m->header.begin, m->header.end, m->header.param);
   if (!count.ok() || *count != m->block_count ||
-      MetaBytesFor(*count) > meta.size() || m->header.begin % kMaxAlignment) {
+      MetaBytesFor(*count) > meta.size() ||
+      m->header.begin % kHeapBeginGranule) {
     return absl::DataLossError(absl::StrCat(
         "pool metadata geometry is inconsistent: begin ", m->header.begin,
         ", end ", m->header.end, ", block_size ", m->header.param,
@@ -170,6 +173,7 @@ absl::StatusOr<Extent> Pool::Allocate(uint64_t size, uint64_t alignment) {
   // acquire: pairs with the release of the push that made this index the
   // top, so its slot (the link) and the previous owner's writes to the block
   // happen-before our reads and our new owner's writes.
+  if (InTransaction()) return AllocateLocked(size);
   uint64_t head = meta_->head.load(std::memory_order_acquire);
   for (;;) {
     const uint64_t index = head & kIndexMask;
@@ -214,6 +218,55 @@ absl::StatusOr<Extent> Pool::Allocate(uint64_t size, uint64_t alignment) {
       return Extent{begin_ + index * block_size_, block_size_};
     }
   }
+}
+
+Extent Pool::PopLocked(uint64_t size, uint64_t index, uint64_t head) {
+  // relaxed: as in AllocateBatch (the transaction's lock orders us after
+  // every other Allocate/Free; the release store of the head publishes).
+  if (index != kPoolNullIndex) {
+    const uint64_t next = slot(index).load(std::memory_order_relaxed);
+    Touch(&meta_->head);
+    meta_->head.store(((head + kTagOne) & kTagMask) | (next & kIndexMask),
+                      std::memory_order_release);
+  } else {
+    index = meta_->carved.load(std::memory_order_relaxed);
+    Touch(&meta_->carved);
+    meta_->carved.store(index + 1, std::memory_order_relaxed);
+  }
+  Touch(&slot(index));
+  slot(index).store(kPoolAllocatedBit | size, std::memory_order_relaxed);
+  AddCountersLocked(1, size);
+  return Extent{begin_ + index * block_size_, block_size_};
+}
+
+absl::StatusOr<Extent> Pool::AllocateLocked(uint64_t size) {
+  // The caller's lock excludes every other Allocate/Free, so no
+  // read-modify-write is needed: plain logged stores, as AllocateBatch.
+  const uint64_t head = meta_->head.load(std::memory_order_relaxed);
+  const uint64_t index = head & kIndexMask;
+  if (index == kPoolNullIndex &&
+      meta_->carved.load(std::memory_order_relaxed) >= block_count_) {
+    Touch(&meta_->failed_allocations);
+    meta_->failed_allocations.store(
+        meta_->failed_allocations.load(std::memory_order_relaxed) + 1,
+        std::memory_order_relaxed);
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "all ", block_count_, " blocks of ", block_size_, " bytes are live"));
+  }
+  return PopLocked(size, index, head);
+}
+
+void Pool::AddCountersLocked(uint64_t live, uint64_t requested) {
+  if (!counted_) return;
+  // relaxed: under the transaction's lock; Stats() reads them relaxed.
+  Touch(&meta_->live_allocations);
+  meta_->live_allocations.store(
+      meta_->live_allocations.load(std::memory_order_relaxed) + live,
+      std::memory_order_relaxed);
+  Touch(&meta_->requested_bytes);
+  meta_->requested_bytes.store(
+      meta_->requested_bytes.load(std::memory_order_relaxed) + requested,
+      std::memory_order_relaxed);
 }
 
 void Pool::CountAllocate(uint64_t requested) {
@@ -280,6 +333,23 @@ absl::StatusOr<uint64_t> Pool::BlockIndex(uint64_t offset) const {
 absl::Status Pool::Free(uint64_t offset) {
   SHMALLOC_ASSIGN_OR_RETURN(const uint64_t index, BlockIndex(offset));
   std::atomic<uint64_t>& s = slot(index);
+  if (InTransaction()) {
+    // Plain logged stores under the caller's lock, as FreeBatch.
+    const uint64_t state = s.load(std::memory_order_relaxed);
+    if ((state & kPoolAllocatedBit) == 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("offset ", offset, " (block ", index,
+                       ") is not live: double free or never allocated"));
+    }
+    const uint64_t head = meta_->head.load(std::memory_order_relaxed);
+    Touch(&s);
+    s.store(head & kIndexMask, std::memory_order_relaxed);
+    Touch(&meta_->head);
+    meta_->head.store((head & kTagMask) | index, std::memory_order_release);
+    // Unsigned wrap-around subtracts.
+    AddCountersLocked(0 - uint64_t{1}, 0 - (state & ~kPoolAllocatedBit));
+    return absl::OkStatus();
+  }
   // relaxed loads: both values are only guesses that the compare-and-swaps
   // below confirm.
   uint64_t state = s.load(std::memory_order_relaxed);
@@ -359,12 +429,7 @@ absl::StatusOr<std::vector<Extent>> Pool::AllocateBatch(uint64_t size,
   }
   Touch(&meta_->head);
   meta_->head.store(head, std::memory_order_release);
-  if (counted_) {
-    Touch(&meta_->live_allocations);
-    meta_->live_allocations.fetch_add(count, std::memory_order_relaxed);
-    Touch(&meta_->requested_bytes);
-    meta_->requested_bytes.fetch_add(size * count, std::memory_order_relaxed);
-  }
+  AddCountersLocked(count, size * count);
   return extents;
 }
 
@@ -390,13 +455,7 @@ absl::StatusOr<uint64_t> Pool::FreeBatch(std::span<const uint64_t> offsets) {
   }
   Touch(&meta_->head);
   meta_->head.store(head, std::memory_order_release);
-  if (counted_) {
-    Touch(&meta_->live_allocations);
-    meta_->live_allocations.fetch_sub(offsets.size(),
-                                      std::memory_order_relaxed);
-    Touch(&meta_->requested_bytes);
-    meta_->requested_bytes.fetch_sub(requested, std::memory_order_relaxed);
-  }
+  AddCountersLocked(0 - uint64_t{offsets.size()}, 0 - requested);
   return block_size_ * offsets.size();
 }
 

@@ -149,8 +149,11 @@ class Pool final : public OffsetAllocator {
   // min(kDefaultAlignment, natural_alignment()). INVALID_ARGUMENT for size 0,
   // size > block_size, or an alignment that is not a power of two <=
   // natural_alignment(); RESOURCE_EXHAUSTED when every block is live
-  // (counted in failed_allocations). State unchanged on error. One atomic
-  // read-modify-write on success. Thread-safe; lock-free.
+  // (counted in failed_allocations). State unchanged on error. Outside a
+  // transaction: one atomic read-modify-write on the stack plus two on the
+  // counters; thread-safe, lock-free. In a transaction on the undo log (the
+  // daemon, under the region lock, which excludes every other Allocate and
+  // Free): plain logged stores, no read-modify-write.
   [[nodiscard]] absl::StatusOr<Extent> Allocate(uint64_t size,
                                                 uint64_t alignment) override;
 
@@ -158,8 +161,9 @@ class Pool final : public OffsetAllocator {
   // for an offset outside [begin, end); FAILED_PRECONDITION for an offset
   // that is not a block start (interior, misaligned, in the unused tail) or
   // whose block is not live (double free, never allocated). State unchanged
-  // on error; of two racing frees of one block exactly one succeeds. Two
-  // atomic read-modify-writes on success. Thread-safe; lock-free.
+  // on error; of two racing frees of one block exactly one succeeds. Outside
+  // a transaction: two atomic read-modify-writes plus two on the counters;
+  // thread-safe, lock-free. In a transaction: plain logged stores.
   [[nodiscard]] absl::Status Free(uint64_t offset) override;
 
   // In a transaction (the caller's lock excludes every other Allocate and
@@ -212,13 +216,22 @@ class Pool final : public OffsetAllocator {
   uint64_t block_size() const { return block_size_; }
   uint64_t block_count() const { return block_count_; }
   // The largest alignment every block has: the largest power of two dividing
-  // block_size, capped at kMaxAlignment.
+  // both block_size and begin, capped at kMaxAlignment.
   uint64_t natural_alignment() const { return natural_alignment_; }
 
  private:
   Pool(PoolMeta* meta, uint64_t block_size);
 
   absl::StatusOr<Extent> AllocateSlow(uint64_t size, uint64_t alignment);
+  // In a transaction (the caller's lock excludes every other Allocate and
+  // Free): pops or carves one block with plain logged stores, no
+  // read-modify-write. `index` / `head`: the head's index and word, read by
+  // the caller; kPoolNullIndex means carve (REQUIRES: carved < count).
+  absl::StatusOr<Extent> AllocateLocked(uint64_t size);
+  Extent PopLocked(uint64_t size, uint64_t index, uint64_t head);
+  // Adds to the counters (layout 2) with plain logged stores; a negative
+  // amount is passed as its two's complement. REQUIRES: a transaction.
+  void AddCountersLocked(uint64_t live, uint64_t requested);
   // Hands out the next never-used block, marked live with `size`; returns
   // its index, or kPoolNullIndex when every block has been carved.
   uint64_t Carve(uint64_t size);
@@ -237,7 +250,7 @@ class Pool final : public OffsetAllocator {
   uint64_t end_;                  // cached from the header
   uint64_t block_size_;           // header.param
   uint64_t block_count_;          // meta_->block_count
-  uint64_t natural_alignment_;    // lowest set bit of block_size, <= 4096
+  uint64_t natural_alignment_;    // AlignmentOf(block_size), AlignmentOf(begin)
   uint64_t default_alignment_;    // min(kDefaultAlignment, natural)
   // offset -> index without a division: block_size = odd << shift;
   // x = offset - begin is a block start iff (x & low_mask) == 0 and

@@ -251,15 +251,38 @@ TEST_F(PoolTest, EveryAlignmentUpToTheBlockAlignmentIsHonoured) {
   ExpectSameStats(before, pool_->Stats());
 }
 
-TEST_F(PoolTest, EveryAlignmentUpTo4096IsHonouredByLargeBlocks) {
+TEST_F(PoolTest, AlignmentIsCappedByTheBeginOfTheHeap) {
+  // Blocks of 8 KiB from begin 4096: every block is 4 KiB-aligned only.
   MakePool(PoolOptions(8192, 4));
-  EXPECT_EQ(pool_->natural_alignment(), kMaxAlignment);
-  for (uint64_t alignment = 1; alignment <= kMaxAlignment; alignment *= 2) {
+  EXPECT_EQ(pool_->natural_alignment(), kHeapBeginGranule);
+  for (uint64_t alignment = 1; alignment <= kHeapBeginGranule; alignment *= 2) {
     Extent e = MustAllocate(8192, alignment);
     EXPECT_EQ(e.offset % alignment, 0u) << alignment;
     ASSERT_THAT(pool_->Free(e.offset), IsOk());
   }
-  EXPECT_THAT(pool_->Allocate(1, 8192),
+  for (uint64_t alignment = 2 * kHeapBeginGranule; alignment <= kMaxAlignment;
+       alignment *= 2) {
+    EXPECT_THAT(pool_->Allocate(1, alignment),
+                StatusIs(absl::StatusCode::kInvalidArgument))
+        << alignment;
+  }
+}
+
+TEST_F(PoolTest, EveryAlignmentUpTo2MiBIsHonouredByAlignedLargeBlocks) {
+  // 2 MiB blocks from a 2 MiB-aligned begin.
+  AllocatorOptions options;
+  options.strategy = Strategy::kPool;
+  options.begin = kMaxAlignment;
+  options.block_size = kMaxAlignment;
+  options.end = options.begin + 3 * kMaxAlignment;
+  MakePool(options);
+  EXPECT_EQ(pool_->natural_alignment(), kMaxAlignment);
+  for (uint64_t alignment = 1; alignment <= kMaxAlignment; alignment *= 2) {
+    Extent e = MustAllocate(kMaxAlignment, alignment);
+    EXPECT_EQ(e.offset % alignment, 0u) << alignment;
+    ASSERT_THAT(pool_->Free(e.offset), IsOk());
+  }
+  EXPECT_THAT(pool_->Allocate(1, 2 * kMaxAlignment),
               StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
