@@ -24,7 +24,7 @@ namespace {
 thread_local constinit uint32_t tls_next_victim = 0;
 
 // The first page of an extent arena holds its metadata; bump space follows.
-constexpr uint64_t kExtentMetaBytes = kMaxAlignment;
+constexpr uint64_t kExtentMetaBytes = kHeapBeginGranule;
 // Chunks and large requests move the shared cursor in multiples of this, so
 // chunk claims never leave padding on it.
 constexpr uint64_t kClaimGranule = 64;
@@ -129,7 +129,7 @@ absl::StatusOr<std::unique_ptr<Arena>> Arena::Create(
   }
   absl::StatusOr<std::vector<Extent>> extent = region->AllocateExtents(
       options.capacity_bytes, 1,
-      {.alignment = kMaxAlignment, .detached = options.detached});
+      {.alignment = kHeapBeginGranule, .detached = options.detached});
   if (!extent.ok()) return extent.status();
   const Extent e = extent->front();
   AllocatorOptions arena_options;
@@ -153,7 +153,7 @@ absl::StatusOr<std::unique_ptr<Arena>> Arena::Open(
   if (region == nullptr) return absl::InvalidArgumentError("null region");
   absl::Status valid = ValidateOptions(options);
   if (!valid.ok()) return valid;
-  if (offset % kMaxAlignment != 0) {
+  if (offset % kHeapBeginGranule != 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("arena offset ", offset, " is not page-aligned"));
   }

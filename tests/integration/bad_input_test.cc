@@ -263,9 +263,26 @@ std::vector<BadRequest> Table() {
        [](Env& e) {
          return AllocateWith(e, [](auto& r) { r.set_alignment(48); });
        }},
-      {"AllocateAlignment8192", Code::kInvalidArgument,
+      // Over kMaxAlignment (2 MiB): refused whatever the strategy.
+      {"AllocateAlignment4MiB", Code::kInvalidArgument,
        [](Env& e) {
-         return AllocateWith(e, [](auto& r) { r.set_alignment(8192); });
+         return AllocateWith(e, [](auto& r) { r.set_alignment(4 << 20); });
+       }},
+      // BUDDY and SLAB blocks are aligned relative to the heap's begin
+      // (4 KiB): more is refused; FREE_LIST and ARENA pad instead.
+      {"AllocateBuddyAlignment8192", Code::kInvalidArgument,
+       [](Env& e) {
+         return AllocateWith(e, [](auto& r) {
+           r.set_region("buddy");
+           r.set_alignment(8192);
+         });
+       }},
+      {"AllocateSlabAlignment8192", Code::kInvalidArgument,
+       [](Env& e) {
+         return AllocateWith(e, [](auto& r) {
+           r.set_region("slab");
+           r.set_alignment(8192);
+         });
        }},
       {"AllocateCount65537", Code::kInvalidArgument,
        [](Env& e) {

@@ -400,6 +400,43 @@ TEST_F(RpcTest, AlignmentUpToAPageIsHonoured) {
   }
 }
 
+TEST_F(RpcTest, AlignmentUpTo2MiBIsHonouredByArenaAndFreeList) {
+  // kMaxAlignment is 2 MiB; the heap begins at 4 KiB, so FREE_LIST splits
+  // the unaligned head off and ARENA pads its cursor. 4 MiB is
+  // INVALID_ARGUMENT and allocates nothing.
+  std::unique_ptr<Session> session = OpenSessionOrDie();
+  ASSERT_NE(session, nullptr);
+  constexpr uint64_t k2MiB = uint64_t{2} << 20;
+  for (v1::Strategy s : {v1::STRATEGY_FREE_LIST, v1::STRATEGY_ARENA}) {
+    const std::string name = "align2m." + StrategyLabel(s);
+    ASSERT_THAT(CreateRegion(stub(), name, s, 16 << 20), IsOk());
+    v1::AllocateRequest request;
+    request.set_session_id(session->id());
+    request.set_session_token(session->token());
+    request.set_region(name);
+    request.set_size_bytes(100);
+    request.set_alignment(k2MiB);
+    request.set_count(3);
+    absl::StatusOr<v1::AllocateResponse> a = Allocate(stub(), request);
+    ASSERT_THAT(a, IsOk()) << name;
+    ASSERT_EQ(Offsets(*a).size(), 3u);
+    for (uint64_t offset : Offsets(*a)) {
+      EXPECT_EQ(offset % k2MiB, 0u) << name << " offset " << offset;
+    }
+    absl::StatusOr<v1::RegionStats> before = GetRegionStats(stub(), name);
+    ASSERT_THAT(before, IsOk());
+    request.set_alignment(2 * k2MiB);
+    request.set_count(1);
+    EXPECT_THAT(Allocate(stub(), request),
+                StatusIs(absl::StatusCode::kInvalidArgument))
+        << name;
+    absl::StatusOr<v1::RegionStats> after = GetRegionStats(stub(), name);
+    ASSERT_THAT(after, IsOk());
+    EXPECT_EQ(after->live_allocations(), before->live_allocations()) << name;
+    EXPECT_EQ(after->used_bytes(), before->used_bytes()) << name;
+  }
+}
+
 TEST_F(RpcTest, ZeroAlignmentAndZeroCountMeanTheDefaults) {
   // The proto: alignment 0 = 16, count 0 = one extent. (The list of
   // bad inputs names "alignment 0" and "count 0"; the contract makes them

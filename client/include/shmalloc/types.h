@@ -27,10 +27,18 @@ enum class Strategy : uint32_t {
 // Returns "arena", "pool", "buddy", "slab", "free_list" or "unspecified".
 std::string_view StrategyName(Strategy strategy);
 
-// The alignment the daemon applies when a request says 0, and the largest it
-// honours (every power of two up to it is accepted).
+// The alignment the daemon applies when a request says 0, and the largest a
+// request may ask for (2 MiB; every power of two up to it passes the
+// argument check). ARENA and FREE_LIST regions honour all of them; BUDDY,
+// POOL and SLAB honour up to the alignment of the heap's begin (4 KiB in
+// today's layout) and of their block or class size, and answer
+// INVALID_ARGUMENT above it (docs/architecture.md, "Alignment"). An offset
+// aligned to A is an address aligned to A when the mapping's base is.
 inline constexpr uint64_t kDefaultAlignment = 16;
-inline constexpr uint64_t kMaxAlignment = 4096;
+inline constexpr uint64_t kMaxAlignment = uint64_t{1} << 21;
+// The heap's begin, and the extents the client Arena carves its metadata
+// page from, are multiples of this (a page).
+inline constexpr uint64_t kHeapBeginGranule = 4096;
 
 // One allocation inside a region's data file.
 struct Extent {
@@ -47,6 +55,9 @@ struct CreateRegionOptions {
   uint64_t block_size = 0;               // POOL block size; BUDDY min block
   std::vector<uint64_t> size_classes{};  // SLAB classes; empty = defaults
   uint64_t quota_bytes_per_session = 0;  // 0 = no quota
+  // Data file on the daemon's --huge_dir (hugetlbfs or huge tmpfs); without
+  // one, FAILED_PRECONDITION. The heap is rounded up to whole huge pages.
+  bool huge_pages = false;
 };
 
 // A region as the daemon describes it. Mirrors shmalloc.v1.Region.
@@ -65,6 +76,10 @@ struct RegionInfo {
   // same name has another incarnation (never 0 for a region the daemon
   // describes).
   uint64_t incarnation = 0;
+  bool huge_pages = false;  // its data file is on huge pages
+  // The daemon's directory of data_file; "" = the shm directory. A client
+  // whose view differs (a container) sets $SHMALLOC_HUGE_DIR.
+  std::string data_dir{};
 };
 
 // One session's share of a region. Mirrors shmalloc.v1.SessionUsage.
