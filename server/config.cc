@@ -117,6 +117,8 @@ absl::StatusOr<DaemonOptions> ResolveOptions(
                     : !config.shm_dir().empty() ? config.shm_dir()
                                                 : kDefaultShmDir;
   options.own_shm_dir = flags.shm_dir.empty() && config.shm_dir().empty();
+  options.huge_dir =
+      !flags.huge_dir.empty() ? flags.huge_dir : config.huge_dir();
   if (!flags.socket.empty()) {
     options.socket = flags.socket;
   } else if (!config.socket().empty()) {

@@ -10,6 +10,10 @@
 //   shm_dir  --shm_dir, DaemonConfig.shm_dir, else /dev/shm/shmalloc (the
 //            daemon creates it, mode 02750, and refuses it when another
 //            user owns it or it is writable by others: PrepareOwnDirectory)
+//   huge_dir --huge_dir, DaemonConfig.huge_dir, else none (huge-page regions
+//            are FAILED_PRECONDITION): a directory on a hugetlbfs or a
+//            huge=always/within_size tmpfs, created (02750) and checked like
+//            the default shm_dir (huge_pages.h)
 //   metrics_listen  --metrics_listen, else none: /metrics (Prometheus) is
 //            served only when asked. "PORT" and ":PORT" mean 127.0.0.1:PORT.
 //   config   --config; unset: DefaultConfigPath() (the installed
@@ -74,6 +78,7 @@ struct FlagValues {
   std::string shm_dir;
   std::vector<std::string> listen;
   std::string metrics_listen;
+  std::string huge_dir;
 };
 
 // Everything the daemon needs to start.
@@ -82,6 +87,7 @@ struct DaemonOptions {
   std::vector<std::string> listen;  // TCP host:port, normalised
   std::string shm_dir;              // region files live here
   bool own_shm_dir = false;         // the default: create and check it
+  std::string huge_dir;             // huge-page regions' data files; "" = none
   std::string metrics_listen;       // HTTP host:port for /metrics; "" = off
   ServerLimits limits;
   std::vector<v1::CreateRegionRequest> regions;  // created at start if absent

@@ -13,6 +13,7 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
+#include "server/huge_pages.h"
 #include "server/metrics_exporter.h"
 #include "server/unix_socket.h"
 
@@ -56,6 +57,32 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
                                      lock.status().message()));
   }
   daemon->shm_dir_lock_.emplace(*std::move(lock));
+  if (!options.huge_dir.empty()) {
+    // The huge-page directory holds data files like the shm directory: the
+    // daemon's own (nobody else plants files there) and locked (two daemons
+    // never share it). A mount point is usually world-writable (tmpfs) or
+    // root's: name a directory inside it, which is created here.
+    auto in_huge_dir = [&](const absl::Status& s) {
+      return absl::Status(s.code(), absl::StrCat("huge_dir ", options.huge_dir,
+                                                 ": ", s.message()));
+    };
+    if (absl::Status s = PrepareOwnDirectory(options.huge_dir, kShmDirMode);
+        !s.ok()) {
+      return in_huge_dir(s);
+    }
+    absl::StatusOr<HugePageDir> huge = InspectHugePageDir(options.huge_dir);
+    if (!huge.ok()) return huge.status();
+    if (options.huge_dir != options.shm_dir) {
+      absl::StatusOr<DirectoryLock> huge_lock =
+          DirectoryLock::Acquire(options.huge_dir);
+      if (!huge_lock.ok()) return in_huge_dir(huge_lock.status());
+      daemon->huge_dir_lock_.emplace(*std::move(huge_lock));
+    }
+    SHMALLOC_LOG(Info) << "huge_dir " << huge->dir << ": "
+                       << HugeKindName(huge->kind) << ", " << huge->page_bytes
+                       << "-byte pages";
+    daemon->core_->regions.set_huge_dir(*std::move(huge));
+  }
   absl::StatusOr<size_t> attached = daemon->core_->regions.LoadExisting();
   if (!attached.ok()) {
     return absl::Status(attached.status().code(),

@@ -73,7 +73,8 @@ class Daemon {
   absl::Status Listen();
 
   DaemonOptions options_;
-  std::optional<DirectoryLock> shm_dir_lock_;  // held while running
+  std::optional<DirectoryLock> shm_dir_lock_;   // held while running
+  std::optional<DirectoryLock> huge_dir_lock_;  // with --huge_dir
   std::unique_ptr<Core> core_;
   std::unique_ptr<AllocatorService> service_;
   std::unique_ptr<SessionReaper> reaper_;  // running between Start, Shutdown

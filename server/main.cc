@@ -19,6 +19,11 @@ ABSL_FLAG(
     "$XDG_RUNTIME_DIR/shmalloc.sock, else /tmp/shmalloc-$UID/shmalloc.sock");
 ABSL_FLAG(std::string, shm_dir, "",
           "Region files directory (default /dev/shm)");
+ABSL_FLAG(std::string, huge_dir, "",
+          "Directory for the data files of huge-page regions, on a hugetlbfs "
+          "or a tmpfs mounted huge=always/within_size (created 02750 if "
+          "absent; must be the daemon user's and not writable by others). "
+          "Default: none (huge-page regions are refused)");
 ABSL_FLAG(std::string, config, "",
           "Text-format DaemonConfig file (an empty file = no regions). "
           "Default: the installed shmallocd.textproto if present, else none");
@@ -55,7 +60,8 @@ int main(int argc, char** argv) {
                                              : config_path);
   server::FlagValues flags{
       absl::GetFlag(FLAGS_socket), absl::GetFlag(FLAGS_shm_dir),
-      absl::GetFlag(FLAGS_listen), absl::GetFlag(FLAGS_metrics_listen)};
+      absl::GetFlag(FLAGS_listen), absl::GetFlag(FLAGS_metrics_listen),
+      absl::GetFlag(FLAGS_huge_dir)};
   absl::StatusOr<server::DaemonOptions> options =
       server::ResolveOptions(config, flags, server::DefaultSocketPath);
   if (!options.ok()) {

@@ -129,6 +129,17 @@ v1::Region Region::Describe() const {
   region.set_size_bytes(kHeapBegin + capacity_);
   region.set_block_size(header->block_size);
   region.set_data_file(DataFileName(name_));
+  region.set_data_dir(data_dir_);
+  switch (huge_kind_) {
+    case HugeKind::kHugetlbfs:
+      region.set_huge_pages(v1::HUGE_PAGES_HUGETLBFS);
+      break;
+    case HugeKind::kTmpfsThp:
+      region.set_huge_pages(v1::HUGE_PAGES_TMPFS_THP);
+      break;
+    default:
+      region.set_huge_pages(v1::HUGE_PAGES_NONE);
+  }
   {
     absl::MutexLock lock(&mu_);
     region.set_generation(header->generation);

@@ -50,6 +50,7 @@
 #include "allocators/undo_log.h"
 #include "common/segment_header.h"
 #include "server/data_guard.h"
+#include "server/huge_pages.h"
 #include "server/owner_store.h"
 #include "server/region_meta.h"
 #include "server/shm_file.h"
@@ -100,10 +101,15 @@ class Region {
   // be larger: the daemon's max_region_bytes counts the metadata too, so a
   // POOL of 8-byte blocks cannot cost many times its heap. On error no file
   // is left behind.
+  // A request with huge_pages puts the data file in `huge` (the daemon's
+  // --huge_dir; its meta file stays in shm_dir), rounds the data file up to
+  // whole huge pages (the heap gets the extra bytes) and records the kind in
+  // the meta file; FAILED_PRECONDITION when `huge` is null (the message says
+  // what to mount) or is not the kind asked for.
   // REQUIRES: the caller has checked the other daemon-wide limits.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<Region>> Create(
       const std::string& shm_dir, const v1::CreateRegionRequest& request,
-      uint64_t max_file_bytes = 0);
+      uint64_t max_file_bytes = 0, const HugePageDir* huge = nullptr);
 
   // What a look at the meta file alone says about region `name`'s files.
   enum class FileState {
@@ -131,8 +137,12 @@ class Region {
   // message says which and why), PERMISSION_DENIED (a file not owned by the
   // daemon's uid, hard-linked, or with a mode wider than meta 0600 / data
   // 0660: see MappedFile::Open).
+  // A region whose meta file records huge pages opens its data file in
+  // `huge`; FAILED_PRECONDITION when `huge` is null or of another kind (the
+  // daemon was started without the --huge_dir it was created with).
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<Region>> Open(
-      const std::string& shm_dir, const std::string& name);
+      const std::string& shm_dir, const std::string& name,
+      const HugePageDir* huge = nullptr);
 
   ~Region();
   Region(const Region&) = delete;
@@ -288,9 +298,11 @@ class Region {
   std::unique_ptr<DataFileWatch> watch_;
   // Cached from the meta header at Open (the daemon's truth).
   Strategy strategy_ = Strategy::kUnspecified;
-  uint64_t capacity_ = 0;                // heap bytes
-  uint64_t max_batch_ = 0;               // extents one transaction logs
-  std::span<std::byte> allocator_meta_;  // in meta_, or data_ for ARENA
+  uint64_t capacity_ = 0;                 // heap bytes
+  uint64_t max_batch_ = 0;                // extents one transaction logs
+  std::span<std::byte> allocator_meta_;   // in meta_, or data_ for ARENA
+  HugeKind huge_kind_ = HugeKind::kNone;  // from the meta header
+  std::string data_dir_;                  // "" = shm_dir_; else huge_dir
 
   mutable absl::Mutex mu_;
   std::unique_ptr<UndoLog> log_ ABSL_PT_GUARDED_BY(mu_);

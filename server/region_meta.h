@@ -34,7 +34,11 @@
 //   1176  allocator_param          u64   FREE_LIST max_extents asked for
 //   1184  peak_base_bytes          u64   max peak before the last reset
 //   1192  failed_base              u64   failures counted before resets
-//   1200  reserved2                u64[2]  zero
+//   1200  huge_kind                u32   HugeKind: 0 = data file in shm_dir,
+//                                        1 hugetlbfs / 2 tmpfs-thp = in
+//                                        huge_dir
+//   1204  reserved1                u32   zero
+//   1208  reserved2                u64   zero
 //   1216  requests                 RequestRecord[32]  recent Free, Adopt (and
 //   ARENA
 //                                        Allocate) outcomes by request id
@@ -105,7 +109,9 @@ struct RegionMetaHeader {
   uint64_t allocator_param;                 // FREE_LIST max_extents (0 = auto)
   uint64_t peak_base_bytes;                 // peak before the last reset
   uint64_t failed_base;                     // failures before resets
-  uint64_t reserved2[2];                    // zero
+  uint32_t huge_kind;                       // HugeKind (huge_pages.h)
+  uint32_t reserved1;                       // zero
+  uint64_t reserved2;                       // zero
   RequestRecord requests[kRequestRecords];  // recent outcomes
   std::byte reserved3[kRegionMetaHeaderBytes - 2752];  // zero
 };
@@ -118,6 +124,7 @@ static_assert(offsetof(RegionMetaHeader, generation) == 1104);
 static_assert(offsetof(RegionMetaHeader, state) == 1120);
 static_assert(offsetof(RegionMetaHeader, owner_offset) == 1128);
 static_assert(offsetof(RegionMetaHeader, max_batch) == 1160);
+static_assert(offsetof(RegionMetaHeader, huge_kind) == 1200);
 static_assert(offsetof(RegionMetaHeader, requests) == 1216);
 static_assert(offsetof(RegionMetaHeader, reserved3) == 2752);
 static_assert(std::endian::native == std::endian::little);

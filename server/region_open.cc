@@ -45,9 +45,42 @@ std::vector<uint64_t> DefaultSizeClasses() {
   return classes;
 }
 
-// Turns a request into allocator options (with defaults made explicit).
+// Which pages a request asks for, given the daemon's huge-page directory.
+absl::StatusOr<HugeKind> HugeKindFor(const v1::CreateRegionRequest& request,
+                                     const HugePageDir* huge) {
+  const v1::HugePages asked = request.huge_pages();
+  if (asked == v1::HUGE_PAGES_UNSPECIFIED || asked == v1::HUGE_PAGES_NONE) {
+    return HugeKind::kNone;
+  }
+  if (asked != v1::HUGE_PAGES_REQUIRED && asked != v1::HUGE_PAGES_HUGETLBFS &&
+      asked != v1::HUGE_PAGES_TMPFS_THP) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("huge_pages must be NONE, REQUIRED, HUGETLBFS or "
+                     "TMPFS_THP (got ",
+                     static_cast<int>(asked), ")"));
+  }
+  if (huge == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("region ", request.name(), " asks for huge pages, but ",
+                     NoHugeDirMessage()));
+  }
+  if ((asked == v1::HUGE_PAGES_HUGETLBFS &&
+       huge->kind != HugeKind::kHugetlbfs) ||
+      (asked == v1::HUGE_PAGES_TMPFS_THP &&
+       huge->kind != HugeKind::kTmpfsThp)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "region ", request.name(), " asks for ", v1::HugePages_Name(asked),
+        ", but the daemon's huge_dir ", huge->dir, " is ",
+        HugeKindName(huge->kind), " (ask HUGE_PAGES_REQUIRED for either)"));
+  }
+  return huge->kind;
+}
+
+// Turns a request into allocator options (with defaults made explicit). With
+// `page_bytes` != 0 (a huge-page region) the data file (header + heap) is
+// rounded up to a whole number of such pages, the heap taking the rest.
 absl::StatusOr<AllocatorOptions> OptionsFor(
-    const v1::CreateRegionRequest& request) {
+    const v1::CreateRegionRequest& request, uint64_t page_bytes = 0) {
   AllocatorOptions options;
   const int strategy = request.strategy();
   if (strategy < static_cast<int>(Strategy::kArena) ||
@@ -67,6 +100,7 @@ absl::StatusOr<AllocatorOptions> OptionsFor(
   }
   options.begin = kHeapBegin;
   options.end = kHeapBegin + request.size_bytes();
+  if (page_bytes != 0) options.end = AlignUp(options.end, page_bytes);
   switch (options.strategy) {
     case Strategy::kPool:
       if (request.block_size() == 0) {
@@ -178,9 +212,13 @@ absl::Status Corrupt(const std::string& path, absl::string_view what) {
 
 absl::StatusOr<std::unique_ptr<Region>> Region::Create(
     const std::string& shm_dir, const v1::CreateRegionRequest& request,
-    uint64_t max_file_bytes) {
+    uint64_t max_file_bytes, const HugePageDir* huge) {
   SHMALLOC_RETURN_IF_ERROR(ValidateRegionName(request.name()));
-  SHMALLOC_ASSIGN_OR_RETURN(AllocatorOptions options, OptionsFor(request));
+  SHMALLOC_ASSIGN_OR_RETURN(const HugeKind huge_kind,
+                            HugeKindFor(request, huge));
+  SHMALLOC_ASSIGN_OR_RETURN(
+      AllocatorOptions options,
+      OptionsFor(request, huge_kind == HugeKind::kNone ? 0 : huge->page_bytes));
   SHMALLOC_ASSIGN_OR_RETURN(const uint64_t allocator_bytes,
                             MetadataBytes(options));
   const bool arena = options.strategy == Strategy::kArena;
@@ -229,7 +267,10 @@ absl::StatusOr<std::unique_ptr<Region>> Region::Create(
   const uint64_t log_bytes = UndoLogBytes(log_entries);
   const uint64_t meta_bytes = log_offset + log_bytes;
 
-  const std::string data_path = JoinPath(shm_dir, DataFileName(request.name()));
+  const std::string data_dir =
+      huge_kind == HugeKind::kNone ? shm_dir : huge->dir;
+  const std::string data_path =
+      JoinPath(data_dir, DataFileName(request.name()));
   const std::string meta_path = JoinPath(shm_dir, MetaFileName(request.name()));
   const uint64_t data_bytes = options.end;
   if (max_file_bytes != 0 && (data_bytes > max_file_bytes ||
@@ -276,7 +317,8 @@ absl::StatusOr<std::unique_ptr<Region>> Region::Create(
   auto* header = reinterpret_cast<RegionMetaHeader*>(meta->data());
   header->layout_version = kRegionMetaLayoutVersion;
   header->strategy = static_cast<uint32_t>(options.strategy);
-  header->heap_bytes = request.size_bytes();
+  header->heap_bytes = options.end - kHeapBegin;  // rounded for huge pages
+  header->huge_kind = static_cast<uint32_t>(huge_kind);
   header->block_size = BlockSizeOf(options);
   header->quota_bytes_per_session = request.quota_bytes_per_session();
   header->allocator_meta_offset = arena ? 0 : kRegionMetaHeaderBytes;
@@ -330,6 +372,8 @@ absl::StatusOr<std::unique_ptr<Region>> Region::Create(
 
   std::unique_ptr<Region> region(
       new Region(shm_dir, request.name(), *std::move(data), *std::move(meta)));
+  region->huge_kind_ = huge_kind;
+  if (huge_kind != HugeKind::kNone) region->data_dir_ = data_dir;
   if (absl::Status s = region->Attach(); !s.ok()) {
     return absl::InternalError(
         absl::StrCat("a region just created does not attach: ", s.message()));
@@ -384,14 +428,21 @@ absl::StatusOr<v1::CreateRegionRequest> Region::RecordedRequest(
       request.add_size_classes(h->size_classes[i]);
     }
   }
+  if (h->magic == kRegionMetaMagic) {
+    if (h->huge_kind == static_cast<uint32_t>(HugeKind::kHugetlbfs)) {
+      request.set_huge_pages(v1::HUGE_PAGES_HUGETLBFS);
+    } else if (h->huge_kind == static_cast<uint32_t>(HugeKind::kTmpfsThp)) {
+      request.set_huge_pages(v1::HUGE_PAGES_TMPFS_THP);
+    }
+  }
   SHMALLOC_RETURN_IF_ERROR(OptionsFor(request).status());
   return request;
 }
 
 absl::StatusOr<std::unique_ptr<Region>> Region::Open(const std::string& shm_dir,
-                                                     const std::string& name) {
+                                                     const std::string& name,
+                                                     const HugePageDir* huge) {
   SHMALLOC_RETURN_IF_ERROR(ValidateRegionName(name));
-  const std::string data_path = JoinPath(shm_dir, DataFileName(name));
   const std::string meta_path = JoinPath(shm_dir, MetaFileName(name));
   SHMALLOC_ASSIGN_OR_RETURN(MappedFile meta,
                             MappedFile::Open(meta_path, kMetaMode));
@@ -434,6 +485,25 @@ absl::StatusOr<std::unique_ptr<Region>> Region::Open(const std::string& shm_dir,
       (!arena && header->owner_bytes == 0)) {
     return Corrupt(meta_path, "meta file areas do not fit the file");
   }
+  const auto huge_kind = static_cast<HugeKind>(header->huge_kind);
+  if (huge_kind != HugeKind::kNone && huge_kind != HugeKind::kHugetlbfs &&
+      huge_kind != HugeKind::kTmpfsThp) {
+    return Corrupt(meta_path,
+                   absl::StrCat("unknown huge_kind ", header->huge_kind));
+  }
+  if (huge_kind != HugeKind::kNone &&
+      (huge == nullptr || huge->kind != huge_kind)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "region ", name, " keeps its data file on ", HugeKindName(huge_kind),
+        " huge pages, but this daemon's huge_dir is ",
+        huge == nullptr
+            ? std::string("not set")
+            : absl::StrCat(huge->dir, " (", HugeKindName(huge->kind), ")"),
+        ": start shmallocd with the --huge_dir the region was created with"));
+  }
+  const std::string data_dir =
+      huge_kind == HugeKind::kNone ? shm_dir : huge->dir;
+  const std::string data_path = JoinPath(data_dir, DataFileName(name));
   SHMALLOC_ASSIGN_OR_RETURN(MappedFile data,
                             MappedFile::Open(data_path, kDataMode,
                                              /*keep_fd=*/true));
@@ -445,6 +515,8 @@ absl::StatusOr<std::unique_ptr<Region>> Region::Open(const std::string& shm_dir,
   }
   std::unique_ptr<Region> region(
       new Region(shm_dir, name, std::move(data), std::move(meta)));
+  region->huge_kind_ = huge_kind;
+  if (huge_kind != HugeKind::kNone) region->data_dir_ = data_dir;
   SHMALLOC_RETURN_IF_ERROR(region->Attach());
   return region;
 }

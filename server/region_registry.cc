@@ -17,12 +17,19 @@ RegionRegistry::RegionRegistry(std::string shm_dir, ServerLimits limits)
 
 namespace {
 
-// Removes both files of region `name`, ignoring ones already gone.
-void RemoveFiles(const std::string& shm_dir, const std::string& name) {
-  for (const std::string& file : {DataFileName(name), MetaFileName(name)}) {
-    absl::Status s = UnlinkFile(JoinPath(shm_dir, file));
+// Removes both files of region `name`, ignoring ones already gone: the data
+// file in the shm directory or in the huge-page directory (which the daemon
+// owns and locks like the shm directory, so a file of that name there is a
+// region's), then the meta file.
+void RemoveFiles(const std::string& shm_dir, const HugePageDir* huge,
+                 const std::string& name) {
+  std::vector<std::string> paths = {JoinPath(shm_dir, DataFileName(name))};
+  if (huge != nullptr) paths.push_back(JoinPath(huge->dir, DataFileName(name)));
+  paths.push_back(JoinPath(shm_dir, MetaFileName(name)));
+  for (const std::string& path : paths) {
+    absl::Status s = UnlinkFile(path);
     if (!s.ok() && !absl::IsNotFound(s)) {
-      SHMALLOC_LOG(Warning) << "removing " << file << ": " << s;
+      SHMALLOC_LOG(Warning) << "removing " << path << ": " << s;
     }
   }
 }
@@ -52,12 +59,12 @@ absl::StatusOr<size_t> RegionRegistry::LoadExisting() {
         SHMALLOC_LOG(Warning) << "region " << name
                               << ": its creation did not finish (a crash); "
                                  "removing its files";
-        RemoveFiles(shm_dir_, name);
+        RemoveFiles(shm_dir_, huge_dir(), name);
         continue;
       case Region::FileState::kDeleting:
         SHMALLOC_LOG(Info) << "region " << name
                            << ": finishing an interrupted delete";
-        RemoveFiles(shm_dir_, name);
+        RemoveFiles(shm_dir_, huge_dir(), name);
         continue;
       case Region::FileState::kNoMeta: {
         const std::string detail =
@@ -72,7 +79,7 @@ absl::StatusOr<size_t> RegionRegistry::LoadExisting() {
         break;
     }
     absl::StatusOr<std::unique_ptr<Region>> region =
-        Region::Open(shm_dir_, name);
+        Region::Open(shm_dir_, name, huge_dir());
     if (absl::IsPermissionDenied(region.status())) {
       // Not our file (another owner, a hard link, a mode anyone may write):
       // possibly planted. Logged and left alone: not adopted, not DAMAGED
@@ -164,9 +171,18 @@ absl::StatusOr<std::shared_ptr<Region>> RegionRegistry::ResetDamaged(
         "region ", key, " is DAMAGED and its geometry cannot be read (",
         request.status().message(), "); delete it with force")));
   }
-  RemoveFiles(shm_dir_, key);
+  const v1::HugePages pages = request->huge_pages();
+  if (pages != v1::HUGE_PAGES_UNSPECIFIED && pages != v1::HUGE_PAGES_NONE &&
+      huge_dir() == nullptr) {
+    // Checked before removing anything: the files stay for a restart with
+    // the right --huge_dir.
+    return done(absl::FailedPreconditionError(
+        absl::StrCat("region ", key, " was created with huge pages, but ",
+                     NoHugeDirMessage())));
+  }
+  RemoveFiles(shm_dir_, huge_dir(), key);
   absl::StatusOr<std::unique_ptr<Region>> created =
-      Region::Create(shm_dir_, *request);
+      Region::Create(shm_dir_, *request, 0, huge_dir());
   if (!created.ok()) return done(created.status());
   std::shared_ptr<Region> region = *std::move(created);
   absl::MutexLock lock(&mu_);
@@ -212,7 +228,7 @@ absl::StatusOr<std::shared_ptr<Region>> RegionRegistry::Create(
     creating_.insert(request.name());
   }
   absl::StatusOr<std::unique_ptr<Region>> created =
-      Region::Create(shm_dir_, request, limits_.max_region_bytes);
+      Region::Create(shm_dir_, request, limits_.max_region_bytes, huge_dir());
   absl::MutexLock lock(&mu_);
   creating_.erase(request.name());
   if (!created.ok()) return created.status();
@@ -278,7 +294,7 @@ absl::Status RegionRegistry::Delete(std::string_view name, bool force) {
             DamagedMessage(std::string(name), d->second));
       const std::string key = d->first;
       damaged_.erase(d);
-      RemoveFiles(shm_dir_, key);
+      RemoveFiles(shm_dir_, huge_dir(), key);
       SHMALLOC_LOG(Info) << "deleted DAMAGED region " << key;
       return absl::OkStatus();
     }

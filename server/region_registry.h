@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -40,6 +41,14 @@ namespace shmalloc::server {
 class RegionRegistry {
  public:
   RegionRegistry(std::string shm_dir, ServerLimits limits);
+
+  // Sets the huge-page directory (--huge_dir) data files of huge-page
+  // regions live in. Call before LoadExisting, from one thread, before any
+  // other call; without it huge-page regions are FAILED_PRECONDITION.
+  void set_huge_dir(HugePageDir huge) { huge_ = std::move(huge); }
+  const HugePageDir* huge_dir() const {
+    return huge_.has_value() ? &*huge_ : nullptr;
+  }
 
   // Re-attaches every region whose files are in shm_dir. A region that does
   // not validate is logged and quarantined (its files never truncated or
@@ -103,6 +112,7 @@ class RegionRegistry {
  private:
   const std::string shm_dir_;
   const ServerLimits limits_;
+  std::optional<HugePageDir> huge_;  // set before any concurrent use
   mutable absl::Mutex mu_;
   // mutable: Get moves a region found damaged at run time (its data file
   // truncated or grown) from regions_ to damaged_.
