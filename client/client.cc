@@ -209,16 +209,19 @@ absl::StatusOr<std::shared_ptr<Region>> Client::OpenRegion(
                                             "': bad data file name '",
                                             info->data_file, "'"));
   }
-  const std::string path =
-      absl::StrCat(connection_->shm_dir(), "/", info->data_file);
+  const std::string path = internal::DataFilePath(
+      connection_->shm_dir(), info->data_dir, info->data_file);
   absl::StatusOr<std::byte*> base =
       internal::MapFile(path, info->size_bytes, options.populate);
   if (!base.ok()) {
     if (absl::IsNotFound(base.status())) {
-      return absl::NotFoundError(
-          absl::StrCat(base.status().message(), " (region '", std::string(name),
-                       "': is the shm directory right? set ", kShmDirEnvVar,
-                       " or ConnectOptions::shm_dir)"));
+      return absl::NotFoundError(absl::StrCat(
+          base.status().message(), " (region '", std::string(name),
+          info->data_dir.empty()
+              ? absl::StrCat("': is the shm directory right? set ",
+                             kShmDirEnvVar, " or ConnectOptions::shm_dir)")
+              : absl::StrCat("': is the huge-page directory right? set ",
+                             internal::kHugeDirEnvVar, ")")));
     }
     return base.status();
   }

@@ -15,6 +15,9 @@ RegionInfo FromProto(const v1::Region& r) {
   info.size_classes.assign(r.size_classes().begin(), r.size_classes().end());
   info.quota_bytes_per_session = r.quota_bytes_per_session();
   info.incarnation = r.incarnation();
+  info.huge_pages = r.huge_pages() == v1::HUGE_PAGES_HUGETLBFS ||
+                    r.huge_pages() == v1::HUGE_PAGES_TMPFS_THP;
+  info.data_dir = r.data_dir();
   return info;
 }
 
@@ -65,6 +68,7 @@ v1::CreateRegionRequest ToProto(const CreateRegionOptions& options) {
   request.set_block_size(options.block_size);
   for (uint64_t c : options.size_classes) request.add_size_classes(c);
   request.set_quota_bytes_per_session(options.quota_bytes_per_session);
+  if (options.huge_pages) request.set_huge_pages(v1::HUGE_PAGES_REQUIRED);
   return request;
 }
 

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -53,6 +54,15 @@ absl::StatusOr<std::byte*> MapFile(const std::string& path,
   close(fd);  // the mapping keeps the file
   if (base == MAP_FAILED) return ErrnoStatus(err, "mmap", path);
   return static_cast<std::byte*>(base);
+}
+
+std::string DataFilePath(const std::string& shm_dir,
+                         const std::string& data_dir,
+                         const std::string& data_file) {
+  if (data_dir.empty()) return absl::StrCat(shm_dir, "/", data_file);
+  const char* view = getenv(kHugeDirEnvVar);
+  return absl::StrCat(view != nullptr && view[0] != '\0' ? view : data_dir, "/",
+                      data_file);
 }
 
 void UnmapFile(std::byte* base, uint64_t size) {

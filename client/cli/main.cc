@@ -33,7 +33,8 @@ const std::vector<Command>& Commands() {
         {"size", true},
         {"block_size", true},
         {"size_classes", true},
-        {"quota", true}},
+        {"quota", true},
+        {"huge_pages", false}},
        RunRegionsCreate},
       {{"regions", "delete"}, {{"force", false}}, RunRegionsDelete},
       {{"regions", "reset"}, {{"force", false}}, RunRegionsReset},
@@ -71,8 +72,10 @@ std::string Help() {
       "  regions list [--json]               list the daemon's regions\n"
       "  regions create NAME --strategy=arena|pool|buddy|slab|free_list\n"
       "      [--size=64MiB] [--block_size=B] [--size_classes=64,256,4K]\n"
-      "      [--quota=BYTES]                 create a region (sizes take "
-      "K/M/G/T, binary)\n"
+      "      [--quota=BYTES] [--huge_pages]  create a region (sizes take "
+      "K/M/G/T, binary;\n"
+      "                                      --huge_pages: data file on the "
+      "daemon's --huge_dir)\n"
       "  regions delete NAME [--force]       delete a region (--force: even "
       "with live allocations)\n"
       "  regions reset NAME [--force]        free everything, bump the "

@@ -80,6 +80,9 @@ absl::Status RunRegionsCreate(const std::vector<std::string>& positional,
   absl::StatusOr<uint64_t> quota = args.GetBytes("quota", 0);
   if (!quota.ok()) return Usage(quota);
   request.set_quota_bytes_per_session(*quota);
+  absl::StatusOr<bool> huge = args.GetBool("huge_pages", false);
+  if (!huge.ok()) return Usage(huge);
+  if (*huge) request.set_huge_pages(v1::HUGE_PAGES_REQUIRED);
   if (std::optional<std::string> classes = args.Get("size_classes")) {
     for (absl::string_view part :
          absl::StrSplit(*classes, ',', absl::SkipWhitespace())) {

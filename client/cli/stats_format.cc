@@ -47,6 +47,8 @@ void RegionJson(JsonWriter& w, const v1::Region& r) {
   w.Field("size_bytes", r.size_bytes());
   w.Field("block_size", r.block_size());
   w.Field("data_file", r.data_file());
+  w.Field("data_dir", r.data_dir());
+  w.Field("huge_pages", std::string(v1::HugePages_Name(r.huge_pages())));
   w.Field("generation", r.generation());
   w.Field("heap_begin", r.heap_begin());
   w.Field("heap_end", r.heap_end());
@@ -158,6 +160,11 @@ std::string FormatRegion(const v1::Region& r) {
   if (r.quota_bytes_per_session() != 0) {
     absl::StrAppend(&out, ", quota ", FormatBytes(r.quota_bytes_per_session()),
                     " per session");
+  }
+  if (r.huge_pages() == v1::HUGE_PAGES_HUGETLBFS) {
+    absl::StrAppend(&out, ", huge pages (hugetlbfs) in ", r.data_dir());
+  } else if (r.huge_pages() == v1::HUGE_PAGES_TMPFS_THP) {
+    absl::StrAppend(&out, ", huge pages (tmpfs THP) in ", r.data_dir());
   }
   return out + "\n";
 }
