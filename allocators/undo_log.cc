@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -163,22 +164,45 @@ void UndoLog::CheckWords(uint64_t offset, uint64_t words) const {
       << "undo log: a store into the log itself";
 }
 
-void UndoLog::TouchSlow(const void* addr) {
-  CrashPoint();
+// The checks' failure paths, out of line so TouchSlow needs no stream
+// object (a 400-byte frame) on every call.
+[[noreturn]] [[gnu::cold]] [[gnu::noinline]] void UndoLog::BadTouch(
+    const void* addr, uint64_t length) const {
   const auto* p = static_cast<const std::byte*>(addr);
   SHMALLOC_CHECK(p >= base_.data() && p < base_.data() + base_.size())
       << "undo log: a store outside the logged metadata";
   const uint64_t offset = static_cast<uint64_t>(p - base_.data()) & ~7ULL;
   CheckWords(offset, 1);
+  SHMALLOC_CHECK(length < header()->capacity)
+      << "undo log full (" << header()->capacity
+      << " entries): the transaction bound is wrong";
+  SHMALLOC_CHECK(false) << "undo log: bad Touch";
+  std::abort();
+}
+
+void UndoLog::TouchSlow(const void* addr) {
+  CrashPoint();
+  // The same checks as CheckWords, as unsigned compares: the word lies in
+  // base (a pointer below base wraps to a huge offset) and not in the log.
+  const uint64_t rel = reinterpret_cast<uintptr_t>(addr) -
+                       reinterpret_cast<uintptr_t>(base_.data());
+  const uint64_t offset = rel & ~7ULL;
+  const uint64_t area_rel = reinterpret_cast<uintptr_t>(area_.data()) -
+                            reinterpret_cast<uintptr_t>(base_.data());
+  UndoLogHeader* h = header();
+  const uint64_t n = h->length.load(std::memory_order_relaxed);
+  if (rel >= base_.size() || offset + 8 > base_.size() ||
+      (offset + 8 > area_rel && offset < area_rel + area_.size()))
+      [[unlikely]] {
+    BadTouch(addr, n);
+  }
   const auto* word = base_.data() + offset;
   recent_[recent_next_] = reinterpret_cast<uintptr_t>(word);
   recent_next_ = (recent_next_ + 1) % kRecent;
   if (Seen(offset)) return;
-  UndoLogHeader* h = header();
-  const uint64_t n = h->length.load(std::memory_order_relaxed);
-  SHMALLOC_CHECK(n < h->capacity)
-      << "undo log full (" << h->capacity
-      << " entries): the transaction bound is wrong";
+  if (n >= h->capacity) [[unlikely]] {
+    BadTouch(addr, n);
+  }
   UndoLogEntry& entry = entries()[n];
   entry.offset = offset;
   std::memcpy(&entry.old_value, word, 8);

@@ -173,6 +173,9 @@ class UndoLog {
     return reinterpret_cast<UndoLogEntry*>(area_.data() + kUndoLogHeaderBytes);
   }
   void TouchSlow(const void* addr);
+  // Aborts naming the check of TouchSlow that `addr` (with `length` entries
+  // logged) fails.
+  [[noreturn]] void BadTouch(const void* addr, uint64_t length) const;
   void LogFreshSlow(const void* addr, uint64_t words);
   // Checks that [offset, offset + 8 * words) is metadata outside the log.
   void CheckWords(uint64_t offset, uint64_t words) const;
