@@ -72,6 +72,9 @@ void RegisterAll() {
   RegisterPair<SlabSubject>("slab");
   RegisterPair<BuddySubject>("buddy");
   RegisterPair<FreeListSubject>("free_list");
+  // The daemon's path: every Allocate / Free one undo-log transaction.
+  RegisterPair<PoolLoggedSubject>("pool_logged");
+  RegisterPair<FreeListLoggedSubject>("free_list_logged");
   RegisterPair<GlibcSubject>("glibc");
   RegisterPair<JemallocSubject>("jemalloc");
   RegisterPair<MimallocSubject>("mimalloc");
@@ -99,6 +102,7 @@ void RegisterAll() {
   // (c) random sizes, ~10,000 live, free random + allocate.
   RegisterMixed<ReuseFloor>("reuse_floor");
   RegisterMixed<FreeListSubject>("free_list");
+  RegisterMixed<FreeListLoggedSubject>("free_list_logged");
   RegisterMixed<BuddySubject>("buddy");
   RegisterMixed<GlibcSubject>("glibc");
   RegisterMixed<JemallocSubject>("jemalloc");

@@ -23,6 +23,7 @@
 #include "allocators/free_list.h"
 #include "allocators/pool.h"
 #include "allocators/slab.h"
+#include "allocators/undo_log.h"
 #include "bench/allocators/heap.h"
 #include "bench/allocators/workloads.h"
 
@@ -35,7 +36,12 @@ inline constexpr uint64_t kBenchHeapBegin = 4096;  // as the segment header
   std::abort();
 }
 
-template <class X, Strategy kStrategy>
+// kLogged: the daemon's path. An undo log (allocators/undo_log.h) is
+// formatted over the metadata and every Allocate / Free is one transaction
+// on it (Begin, the call, Commit), so every metadata store is logged first,
+// as in shmallocd; Pool then takes its in-transaction path (plain logged
+// stores instead of read-modify-writes).
+template <class X, Strategy kStrategy, bool kLogged = false>
 class OffsetSubject {
  public:
   using Handle = uint64_t;
@@ -61,19 +67,38 @@ class OffsetSubject {
     if (!created.ok()) Die("Create", created.status());
     allocator_ = *std::move(created);
     heap_ = CachedBuffer("heap", options.end).data();
+    if constexpr (kLogged) {
+      Buffer& area = CachedBuffer("undo", UndoLogBytes(kLogEntries));
+      absl::StatusOr<UndoLog> log =
+          UndoLog::Format(meta.span().first(*meta_bytes),
+                          area.span().first(UndoLogBytes(kLogEntries)));
+      if (!log.ok()) Die("UndoLog::Format", log.status());
+      log_ = std::make_unique<UndoLog>(*std::move(log));
+      allocator_->set_undo_log(log_.get());
+    }
   }
 
   Handle Allocate(uint64_t size) {
+    if constexpr (kLogged) log_->Begin();
     absl::StatusOr<Extent> extent = allocator_->Allocate(size, kAlignment);
+    if constexpr (kLogged) {
+      if (extent.ok()) {
+        log_->Commit();
+      } else {
+        log_->Abort();
+      }
+    }
     return extent.ok() ? extent->offset : 0;
   }
   std::byte* Data(Handle h) { return heap_ + h; }
   void Free(Handle h, uint64_t) {
     // The status is checked so the compiler cannot drop its construction;
     // a failure would be a strategy bug, and aborts the run.
+    if constexpr (kLogged) log_->Begin();
     absl::Status status = allocator_->Free(h);
     if (!status.ok()) [[unlikely]]
       Die("Free", status);
+    if constexpr (kLogged) log_->Commit();
   }
   void Reset() requires(kStrategy == Strategy::kArena) { allocator_->Reset(); }
 
@@ -91,8 +116,12 @@ class OffsetSubject {
   X& allocator() { return *allocator_; }
 
  private:
+  // Entries of the bench's log: far more than one operation logs.
+  static constexpr uint64_t kLogEntries = 4096;
+
   std::unique_ptr<X> allocator_;
   std::byte* heap_ = nullptr;
+  std::unique_ptr<UndoLog> log_;  // kLogged only
 };
 
 using ArenaSubject = OffsetSubject<Arena, Strategy::kArena>;
@@ -100,6 +129,9 @@ using PoolSubject = OffsetSubject<Pool, Strategy::kPool>;
 using BuddySubject = OffsetSubject<Buddy, Strategy::kBuddy>;
 using SlabSubject = OffsetSubject<Slab, Strategy::kSlab>;
 using FreeListSubject = OffsetSubject<FreeList, Strategy::kFreeList>;
+using PoolLoggedSubject = OffsetSubject<Pool, Strategy::kPool, true>;
+using FreeListLoggedSubject =
+    OffsetSubject<FreeList, Strategy::kFreeList, true>;
 
 }  // namespace shmalloc::bench
 
