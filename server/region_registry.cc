@@ -171,14 +171,22 @@ absl::StatusOr<std::shared_ptr<Region>> RegionRegistry::ResetDamaged(
         "region ", key, " is DAMAGED and its geometry cannot be read (",
         request.status().message(), "); delete it with force")));
   }
+  // Checked before removing anything: the files stay for a restart with
+  // the right --huge_dir.
   const v1::HugePages pages = request->huge_pages();
+  const HugePageDir* huge = huge_dir();
   if (pages != v1::HUGE_PAGES_UNSPECIFIED && pages != v1::HUGE_PAGES_NONE &&
-      huge_dir() == nullptr) {
-    // Checked before removing anything: the files stay for a restart with
-    // the right --huge_dir.
-    return done(absl::FailedPreconditionError(
-        absl::StrCat("region ", key, " was created with huge pages, but ",
-                     NoHugeDirMessage())));
+      (huge == nullptr || (pages == v1::HUGE_PAGES_HUGETLBFS) !=
+                              (huge->kind == HugeKind::kHugetlbfs))) {
+    return done(absl::FailedPreconditionError(absl::StrCat(
+        "region ", key, " was created with ", v1::HugePages_Name(pages),
+        ", but ",
+        huge == nullptr
+            ? NoHugeDirMessage()
+            : absl::StrCat("this daemon's huge_dir ", huge->dir, " is ",
+                           HugeKindName(huge->kind),
+                           ": restart with the --huge_dir it was created "
+                           "with, or delete it with force"))));
   }
   RemoveFiles(shm_dir_, huge_dir(), key);
   absl::StatusOr<std::unique_ptr<Region>> created =

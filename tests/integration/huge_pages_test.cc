@@ -256,8 +256,9 @@ TEST(HugePagesTest, HugeDirWithoutHugePagesStopsTheDaemonAtStart) {
 // --huge_dir is in `mnt`, checks the pages, restarts, reads back, deletes.
 void ExerciseHugeRegion(const TempMount& mnt, v1::HugePages kind) {
   const std::string huge_dir = absl::StrCat(mnt.dir(), "/shmalloc");
-  DaemonProcess daemon(
-      {.extra_flags = {absl::StrCat("--huge_dir=", huge_dir)}});
+  // In the config file (not a flag), so a restart can drop it below.
+  const std::string config = absl::StrCat("huge_dir: \"", huge_dir, "\"\n");
+  DaemonProcess daemon({.config_text = config});
   ASSERT_THAT(daemon.Start(), IsOk());
   constexpr uint64_t kAsked = 5 << 20;  // rounded up to 6 MiB of file
   uint64_t offset = 0;
@@ -334,6 +335,43 @@ void ExerciseHugeRegion(const TempMount& mnt, v1::HugePages kind) {
     for (size_t i = 0; i < kHuge; i += 4096) {
       ASSERT_EQ((*bytes)[i], static_cast<std::byte>(i / 4096 + 1)) << i;
     }
+  }
+
+  // Restarted without the huge dir: DAMAGED with a message naming the flag,
+  // a forced reset refused before touching anything; with it again: back.
+  const std::string config_file = daemon.dir() + "/shmallocd.textproto";
+  std::ofstream(config_file, std::ios::trunc) << "";
+  ASSERT_THAT(daemon.Restart(), IsOk());
+  {
+    v1::GetRegionRequest get;
+    get.set_name("huge");
+    v1::Region region;
+    grpc::ClientContext context;
+    ASSERT_TRUE(daemon.stub().GetRegion(&context, get, &region).ok());
+    EXPECT_EQ(region.state(), v1::REGION_STATE_DAMAGED);
+    EXPECT_THAT(region.state_detail(), HasSubstr("--huge_dir"));
+    v1::ResetRegionRequest reset;
+    reset.set_name("huge");
+    reset.set_force(true);
+    grpc::ClientContext reset_context;
+    EXPECT_THAT(
+        ToAbsl(daemon.stub().ResetRegion(&reset_context, reset, &region)),
+        StatusIs(absl::StatusCode::kFailedPrecondition));
+    EXPECT_THAT(daemon.ShmDirFiles(),
+                ::testing::Contains("shmalloc-huge.meta"));
+  }
+  std::ofstream(config_file, std::ios::trunc) << config;
+  ASSERT_THAT(daemon.Restart(), IsOk());
+  {
+    absl::StatusOr<std::unique_ptr<sc::Client>> client =
+        sc::Client::Connect({.target = daemon.target()});
+    ASSERT_THAT(client, IsOk());
+    absl::StatusOr<std::shared_ptr<sc::Region>> region =
+        (*client)->OpenRegion("huge");
+    ASSERT_THAT(region, IsOk());
+    absl::StatusOr<std::span<std::byte>> bytes = (*region)->Span(offset, kHuge);
+    ASSERT_THAT(bytes, IsOk());
+    EXPECT_EQ((*bytes)[4096], static_cast<std::byte>(2));
     region->reset();
     EXPECT_THAT((*client)->DeleteRegion("huge", /*force=*/true), IsOk());
   }
