@@ -18,6 +18,15 @@
 // their exit status is checked. --target uses an already running daemon
 // instead (--daemon_pid to get its CPU time).
 //
+// --mode=library runs only the raw stub and client library pairs, --rounds
+// times each, interleaved (raw, library, library, raw, ...), and prints the
+// median p50 of each and their ratio (issue 11 item 3). --mode=watchers runs
+// only the raw Allocate+Free pair, --rounds times without and with
+// --watchers WatchStats streams (every --watch_interval_ms) open on the
+// measured region, interleaved the same way; the streams are read by
+// callback reactors on a channel (connection) of their own, and the daemon
+// is started with limits.max_watchers raised to fit them (issue 11 item 6).
+//
 // Not thread-safe beyond what main() does: phases run one at a time.
 #include <fcntl.h>
 #include <grpcpp/grpcpp.h>
@@ -29,6 +38,7 @@
 #include <atomic>
 #include <chrono>
 #include <cinttypes>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -38,6 +48,7 @@
 #include <fstream>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -71,6 +82,13 @@ ABSL_FLAG(bool, library, true,
           "Also run the client library's calls (Region::Allocate + RAII "
           "free, AllocateExtents + Free of a batch) next to the same calls "
           "made with the raw stub, and report the ratios");
+ABSL_FLAG(std::string, mode, "all",
+          "all: every phase; library: raw stub vs client library pairs only, "
+          "--rounds interleaved rounds; watchers: the raw pair without and "
+          "with --watchers WatchStats streams, --rounds interleaved rounds");
+ABSL_FLAG(int, rounds, 5, "--mode=library|watchers: rounds of each side");
+ABSL_FLAG(int, watchers, 100, "--mode=watchers: WatchStats streams");
+ABSL_FLAG(uint32_t, watch_interval_ms, 10, "--mode=watchers: their interval");
 ABSL_FLAG(std::string, echo_serve, "", "(internal) serve Echo on this UDS");
 ABSL_FLAG(int, ready_fd, -1, "(internal) readiness fd for --echo_serve");
 
@@ -290,6 +308,60 @@ void PrintRow(const PhaseResult& r, const char* unit) {
       r.server_cpu_ns / calls / 1e3, r.server_cpu_ns / items, r.errors);
 }
 
+// One WatchStats stream read by a callback reactor: counts the updates
+// until Stop() cancels it.
+class Watcher final : public grpc::ClientReadReactor<v1::Stats> {
+ public:
+  Watcher(v1::Allocator::Stub& stub, const std::string& region,
+          uint32_t interval_ms) {
+    request_.set_region(region);
+    request_.set_interval_ms(interval_ms);
+    stub.async()->WatchStats(&context_, &request_, this);
+    StartRead(&stats_);
+    StartCall();
+  }
+  void OnReadDone(bool ok) override {
+    if (!ok) return;  // OnDone follows
+    updates_.fetch_add(1, std::memory_order_relaxed);
+    StartRead(&stats_);
+  }
+  void OnDone(const grpc::Status& status) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    status_ = status;
+    done_ = true;
+    cv_.notify_all();
+  }
+  uint64_t updates() const { return updates_.load(std::memory_order_relaxed); }
+  // Cancels the stream and waits for its end; returns its status.
+  grpc::Status Stop() {
+    context_.TryCancel();
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return done_; });
+    return status_;
+  }
+  bool done() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return done_;
+  }
+
+ private:
+  grpc::ClientContext context_;
+  v1::WatchStatsRequest request_;
+  v1::Stats stats_;
+  std::atomic<uint64_t> updates_{0};
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  grpc::Status status_;
+};
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -304,6 +376,16 @@ int main(int argc, char** argv) {
   const std::string strategy = absl::GetFlag(FLAGS_strategy);
   const bool packed = absl::GetFlag(FLAGS_packed);
   const bool library = absl::GetFlag(FLAGS_library);
+  const std::string mode = absl::GetFlag(FLAGS_mode);
+  const int rounds = std::max(1, absl::GetFlag(FLAGS_rounds));
+  const int n_watchers = std::max(1, absl::GetFlag(FLAGS_watchers));
+  const uint32_t watch_interval_ms = absl::GetFlag(FLAGS_watch_interval_ms);
+  if (mode != "all" && mode != "library" && mode != "watchers") {
+    std::fprintf(stderr, "bad --mode '%s' (all|library|watchers)\n",
+                 mode.c_str());
+    return 2;
+  }
+  uint64_t ab_errors = 0;
   std::vector<int> thread_counts;
   for (const std::string& t : absl::GetFlag(FLAGS_threads)) {
     int n = 0;
@@ -329,7 +411,15 @@ int main(int argc, char** argv) {
   if (target.empty()) {
     daemon = std::make_unique<shmalloc::testing::DaemonProcess>(
         shmalloc::testing::DaemonOptions{
-            .config_text = "", .extra_flags = {"--shm_dir=" + shm_dir}});
+            // Room for the watchers (the default limits.max_watchers is
+            // 64), twice: the daemon counts a cancelled stream down in its
+            // OnDone, after this side saw the end, so a round's streams may
+            // start while the last round's are still counted.
+            .config_text = mode == "watchers"
+                               ? absl::StrCat("limits { max_watchers: ",
+                                              2 * n_watchers + 16, " }\n")
+                               : "",
+            .extra_flags = {"--shm_dir=" + shm_dir}});
     if (absl::Status s = daemon->Start(); !s.ok()) {
       std::fprintf(stderr, "shmallocd: %s\n", s.ToString().c_str());
       return 1;
@@ -385,6 +475,9 @@ int main(int argc, char** argv) {
   std::vector<PhaseResult> results;
   std::atomic<uint64_t> request_ids{1};
   auto echo_target = echo.target();
+  // The watchers' own connection: their writes do not queue behind (or in
+  // front of) the measured calls on one HTTP/2 connection.
+  auto watch_stub = v1::Allocator::NewStub(NewChannel(target, 1 << 20));
   for (int threads : thread_counts) {
     std::vector<std::unique_ptr<ev1::Echo::Stub>> echo_stubs;
     std::vector<std::unique_ptr<v1::Allocator::Stub>> stubs;
@@ -398,6 +491,212 @@ int main(int argc, char** argv) {
       ev1::EchoRequest q;
       ev1::EchoResponse a;
       echo_stubs[t]->Echo(&c, q, &a).ok();
+    }
+    // The ops the phases and the interleaved modes share.
+    auto raw_pair = [&](int t) -> Op {
+      return [&, stub = stubs[t].get()](std::vector<double>& lat,
+                                        std::vector<double>& lat_free,
+                                        bool& ok) -> uint64_t {
+        grpc::ClientContext c;
+        Deadline(c);
+        v1::AllocateRequest q;
+        q.set_session_id(session_id);
+        q.set_session_token(session_token);
+        q.set_region(region);
+        q.set_size_bytes(block);
+        v1::AllocateResponse a;
+        const auto t0 = Clock::now();
+        ok = stub->Allocate(&c, q, &a).ok() && a.extents_size() == 1;
+        lat.push_back(UsSince(t0));  // latency = the Allocate call alone
+        if (!ok) return 1;
+        grpc::ClientContext fc;
+        Deadline(fc);
+        v1::FreeRequest fq;
+        fq.set_session_id(session_id);
+        fq.set_session_token(session_token);
+        fq.set_region(region);
+        fq.add_offsets(a.extents(0).offset());
+        v1::FreeResponse fa;
+        const auto f0 = Clock::now();
+        ok = stub->Free(&fc, fq, &fa).ok();
+        lat_free.push_back(UsSince(f0));
+        return 1;
+      };
+    };
+    // The same two calls with the raw stub, each with a request id as the
+    // library sends them.
+    auto raw_pair_id = [&](int t) -> Op {
+      return [&, stub = stubs[t].get()](std::vector<double>& lat,
+                                        std::vector<double>& lat_free,
+                                        bool& ok) -> uint64_t {
+        // Unique in the run: a reused Free id would be taken for a retry.
+        const uint64_t n = request_ids.fetch_add(1);
+        grpc::ClientContext c;
+        Deadline(c);
+        v1::AllocateRequest q;
+        q.set_session_id(session_id);
+        q.set_session_token(session_token);
+        q.set_region(region);
+        q.set_size_bytes(block);
+        q.set_request_id(absl::StrCat("rpc-load-a", n));
+        q.set_packed(true);
+        v1::AllocateResponse a;
+        const auto t0 = Clock::now();
+        ok = stub->Allocate(&c, q, &a).ok() && a.offsets_size() == 1;
+        lat.push_back(UsSince(t0));
+        if (!ok) return 1;
+        grpc::ClientContext fc;
+        Deadline(fc);
+        v1::FreeRequest fq;
+        fq.set_session_id(session_id);
+        fq.set_session_token(session_token);
+        fq.set_region(region);
+        fq.add_offsets(a.offsets(0));
+        fq.set_generation(a.generation());
+        fq.set_request_id(absl::StrCat("rpc-load-f", n));
+        v1::FreeResponse fa;
+        const auto f0 = Clock::now();
+        ok = stub->Free(&fc, fq, &fa).ok();
+        lat_free.push_back(UsSince(f0));
+        return 1;
+      };
+    };
+    std::vector<std::unique_ptr<shmalloc::client::Client>> clients;
+    std::vector<std::shared_ptr<shmalloc::client::Region>> regions;
+    // One client (own connections, own session) per thread, each with the
+    // region open.
+    auto open_library = [&]() -> bool {
+      for (int t = 0; t < threads; ++t) {
+        shmalloc::client::ConnectOptions options;
+        options.target = target;
+        options.client_name = absl::StrCat("rpc_load-lib-", t);
+        auto client = shmalloc::client::Client::Connect(options);
+        if (!client.ok()) {
+          std::fprintf(stderr, "Client::Connect: %s\n",
+                       client.status().ToString().c_str());
+          return false;
+        }
+        auto r = (*client)->OpenRegion(region);
+        if (!r.ok()) {
+          std::fprintf(stderr, "OpenRegion: %s\n",
+                       r.status().ToString().c_str());
+          return false;
+        }
+        clients.push_back(*std::move(client));
+        regions.push_back(*std::move(r));
+      }
+      return true;
+    };
+    auto lib_pair = [&](int t) -> Op {
+      return [&, r = regions[t].get()](std::vector<double>& lat,
+                                       std::vector<double>& lat_free,
+                                       bool& ok) -> uint64_t {
+        const auto t0 = Clock::now();
+        absl::StatusOr<shmalloc::client::Allocation> a = r->Allocate(block);
+        lat.push_back(UsSince(t0));  // the Allocate alone
+        ok = a.ok();
+        if (!ok) return 1;
+        const auto f0 = Clock::now();
+        ok = a->Free().ok();  // what the destructor does
+        lat_free.push_back(UsSince(f0));
+        return 1;
+      };
+    };
+    if (mode != "all") {
+      if (mode == "library" && !open_library()) return 1;
+      // Interleaved rounds, side A then B, then B then A, ...: a drift in
+      // the machine's load hits both sides alike.
+      const bool lib_mode = mode == "library";
+      std::vector<double> a_p50, b_p50, a_free, b_free, ratios;
+      double updates = 0, watched_s = 0;
+      for (int round = 1; round <= rounds; ++round) {
+        for (int k = 0; k < 2; ++k) {
+          const bool side_b = (round % 2 == 1) == (k == 1);
+          const std::string name =
+              lib_mode
+                  ? absl::StrCat(side_b ? "ab library r" : "ab raw r", round)
+                  : absl::StrCat("ab ", side_b ? n_watchers : 0, " watchers r",
+                                 round);
+          PhaseResult r;
+          if (lib_mode) {
+            r = RunPhase(name, threads, seconds, daemon_pid,
+                         side_b ? std::function<Op(int)>(lib_pair)
+                                : std::function<Op(int)>(raw_pair_id));
+          } else if (!side_b) {
+            r = RunPhase(name, threads, seconds, daemon_pid, raw_pair);
+          } else {
+            std::vector<std::unique_ptr<Watcher>> watchers;
+            for (int w = 0; w < n_watchers; ++w) {
+              watchers.push_back(std::make_unique<Watcher>(*watch_stub, region,
+                                                           watch_interval_ms));
+            }
+            // Every stream live (its first update read) before timing.
+            const Clock::time_point limit =
+                Clock::now() + std::chrono::seconds(20);
+            bool live = true;
+            for (const auto& w : watchers) {
+              while (w->updates() == 0 && !w->done() && Clock::now() < limit) {
+                std::this_thread::sleep_for(std::chrono::milliseconds(1));
+              }
+              live = live && w->updates() > 0;
+            }
+            if (!live) {
+              for (const auto& w : watchers) {
+                const grpc::Status st = w->Stop();
+                if (w->updates() == 0) {
+                  std::fprintf(stderr,
+                               "a WatchStats stream got no update: %s\n",
+                               st.error_message().c_str());
+                }
+              }
+              return 1;
+            }
+            double before = 0;
+            for (const auto& w : watchers) before += double(w->updates());
+            r = RunPhase(name, threads, seconds, daemon_pid, raw_pair);
+            double after = 0;
+            for (const auto& w : watchers) after += double(w->updates());
+            updates += after - before;
+            watched_s += r.wall_s;
+            for (const auto& w : watchers) {
+              const grpc::Status st = w->Stop();
+              if (st.error_code() != grpc::StatusCode::CANCELLED) {
+                std::fprintf(stderr, "WatchStats ended: %d %s\n",
+                             int(st.error_code()), st.error_message().c_str());
+                ++ab_errors;
+              }
+            }
+          }
+          PrintRow(r, "pairs");
+          ab_errors += r.errors;
+          (side_b ? b_p50 : a_p50).push_back(r.Pct(0.5));
+          (side_b ? b_free : a_free)
+              .push_back(PhaseResult::Pct(r.free_us, 0.5));
+        }
+        ratios.push_back(b_p50.back() / a_p50.back());
+      }
+      const double a = Median(a_p50), b = Median(b_p50);
+      if (lib_mode) {
+        std::printf(
+            "library vs raw, %d thr, %d interleaved rounds: Allocate p50 "
+            "median raw %.1f us, library %.1f us, p50 ratio %.3f (median of "
+            "per-round ratios %.3f); Free p50 median raw %.1f, library %.1f, "
+            "ratio %.3f\n",
+            threads, rounds, a, b, b / a, Median(ratios), Median(a_free),
+            Median(b_free), Median(b_free) / Median(a_free));
+      } else {
+        std::printf(
+            "watchers %d at %u ms, %d thr, %d interleaved rounds: Allocate "
+            "p50 median none %.1f us, with %.1f us, p50 ratio %.3f (median "
+            "of per-round ratios %.3f); Free p50 ratio %.3f; updates per "
+            "watcher per s %.1f (expected %.1f)\n",
+            n_watchers, watch_interval_ms, threads, rounds, a, b, b / a,
+            Median(ratios), Median(b_free) / Median(a_free),
+            updates / double(n_watchers) / std::max(watched_s, 1e-9),
+            1000.0 / double(watch_interval_ms));
+      }
+      std::fflush(stdout);
+      continue;
     }
     results.push_back(
         RunPhase("echo unary", threads, seconds, echo.pid(), [&](int t) -> Op {
@@ -416,37 +715,8 @@ int main(int argc, char** argv) {
           };
         }));
     PrintRow(results.back(), "calls");
-    results.push_back(RunPhase(
-        "allocate+free (pair)", threads, seconds, daemon_pid, [&](int t) -> Op {
-          return [&, stub = stubs[t].get()](std::vector<double>& lat,
-                                            std::vector<double>& lat_free,
-                                            bool& ok) -> uint64_t {
-            grpc::ClientContext c;
-            Deadline(c);
-            v1::AllocateRequest q;
-            q.set_session_id(session_id);
-            q.set_session_token(session_token);
-            q.set_region(region);
-            q.set_size_bytes(block);
-            v1::AllocateResponse a;
-            const auto t0 = Clock::now();
-            ok = stub->Allocate(&c, q, &a).ok() && a.extents_size() == 1;
-            lat.push_back(UsSince(t0));  // latency = the Allocate call alone
-            if (!ok) return 1;
-            grpc::ClientContext fc;
-            Deadline(fc);
-            v1::FreeRequest fq;
-            fq.set_session_id(session_id);
-            fq.set_session_token(session_token);
-            fq.set_region(region);
-            fq.add_offsets(a.extents(0).offset());
-            v1::FreeResponse fa;
-            const auto f0 = Clock::now();
-            ok = stub->Free(&fc, fq, &fa).ok();
-            lat_free.push_back(UsSince(f0));
-            return 1;
-          };
-        }));
+    results.push_back(RunPhase("allocate+free (pair)", threads, seconds,
+                               daemon_pid, raw_pair));
     PrintRow(results.back(), "pairs");
     results.push_back(RunPhase(
         absl::StrCat("echo ", batch, " values"), threads, seconds, echo.pid(),
@@ -508,81 +778,12 @@ int main(int argc, char** argv) {
     if (!library) continue;
     // The same two calls with the raw stub, each with a request id as the
     // library sends them, then through the client library.
-    results.push_back(RunPhase(
-        "pair, raw + request id", threads, seconds, daemon_pid,
-        [&](int t) -> Op {
-          return [&, stub = stubs[t].get()](std::vector<double>& lat,
-                                            std::vector<double>& lat_free,
-                                            bool& ok) -> uint64_t {
-            // Unique in the run: a reused Free id would be taken for a retry.
-            const uint64_t n = request_ids.fetch_add(1);
-            grpc::ClientContext c;
-            Deadline(c);
-            v1::AllocateRequest q;
-            q.set_session_id(session_id);
-            q.set_session_token(session_token);
-            q.set_region(region);
-            q.set_size_bytes(block);
-            q.set_request_id(absl::StrCat("rpc-load-a", n));
-            q.set_packed(true);
-            v1::AllocateResponse a;
-            const auto t0 = Clock::now();
-            ok = stub->Allocate(&c, q, &a).ok() && a.offsets_size() == 1;
-            lat.push_back(UsSince(t0));
-            if (!ok) return 1;
-            grpc::ClientContext fc;
-            Deadline(fc);
-            v1::FreeRequest fq;
-            fq.set_session_id(session_id);
-            fq.set_session_token(session_token);
-            fq.set_region(region);
-            fq.add_offsets(a.offsets(0));
-            fq.set_generation(a.generation());
-            fq.set_request_id(absl::StrCat("rpc-load-f", n));
-            v1::FreeResponse fa;
-            const auto f0 = Clock::now();
-            ok = stub->Free(&fc, fq, &fa).ok();
-            lat_free.push_back(UsSince(f0));
-            return 1;
-          };
-        }));
+    results.push_back(RunPhase("pair, raw + request id", threads, seconds,
+                               daemon_pid, raw_pair_id));
     PrintRow(results.back(), "pairs");
-    std::vector<std::unique_ptr<shmalloc::client::Client>> clients;
-    std::vector<std::shared_ptr<shmalloc::client::Region>> regions;
-    for (int t = 0; t < threads; ++t) {
-      shmalloc::client::ConnectOptions options;
-      options.target = target;
-      options.client_name = absl::StrCat("rpc_load-lib-", t);
-      auto client = shmalloc::client::Client::Connect(options);
-      if (!client.ok()) {
-        std::fprintf(stderr, "Client::Connect: %s\n",
-                     client.status().ToString().c_str());
-        return 1;
-      }
-      auto r = (*client)->OpenRegion(region);
-      if (!r.ok()) {
-        std::fprintf(stderr, "OpenRegion: %s\n", r.status().ToString().c_str());
-        return 1;
-      }
-      clients.push_back(*std::move(client));
-      regions.push_back(*std::move(r));
-    }
-    results.push_back(RunPhase(
-        "pair, client library", threads, seconds, daemon_pid, [&](int t) -> Op {
-          return [&, r = regions[t].get()](std::vector<double>& lat,
-                                           std::vector<double>& lat_free,
-                                           bool& ok) -> uint64_t {
-            const auto t0 = Clock::now();
-            absl::StatusOr<shmalloc::client::Allocation> a = r->Allocate(block);
-            lat.push_back(UsSince(t0));  // the Allocate alone
-            ok = a.ok();
-            if (!ok) return 1;
-            const auto f0 = Clock::now();
-            ok = a->Free().ok();  // what the destructor does
-            lat_free.push_back(UsSince(f0));
-            return 1;
-          };
-        }));
+    if (!open_library()) return 1;
+    results.push_back(RunPhase("pair, client library", threads, seconds,
+                               daemon_pid, lib_pair));
     PrintRow(results.back(), "pairs");
     results.push_back(RunPhase(
         absl::StrCat("batch ", batch, ", library"), threads, seconds,
@@ -610,76 +811,83 @@ int main(int argc, char** argv) {
   }
 
   // Summary: ratios against the targets of issue 3, per thread count.
-  std::printf(
-      "\nsummary (targets: allocate p50 / echo p50 <= 1.30; "
-      "batch >= 3,000,000 offsets/s)\n");
-  std::printf("%2s %9s %9s %7s %9s %13s %13s %12s %12s %11s %9s\n", "th",
-              "alloc p50", "echo p50", "ratio", "free p50", "batch off/s",
-              "echo val/s", "b.alloc p50", "b.free p50", "srv ns/off",
-              "srv CPU x");
-  std::printf("%2s %9s %9s %7s %9s %13s %13s %12s %12s %11s %9s\n", "", "us",
-              "us", "", "us", "(alloc+free)", "", "us", "us", "(batch)",
-              "(unary)");
-  const size_t stride = library ? 7 : 4;
-  for (size_t i = 0; i + 3 < results.size(); i += stride) {
-    const PhaseResult& e = results[i];
-    const PhaseResult& p = results[i + 1];
-    const PhaseResult& ev = results[i + 2];
-    const PhaseResult& b = results[i + 3];
-    // Server CPU per unary call, allocate pair (2 calls) vs echo (1 call).
-    const double srv_ratio = e.server_cpu_ns > 0
-                                 ? (p.server_cpu_ns / double(2 * p.calls)) /
-                                       (e.server_cpu_ns / double(e.calls))
-                                 : 0;
+  if (mode == "all") {
     std::printf(
-        "%2d %9.1f %9.1f %7.2f %9.1f %13.0f %13.0f %12.1f %12.1f %11.1f "
-        "%9.2f\n",
-        e.threads, p.Pct(0.5), e.Pct(0.5), p.Pct(0.5) / e.Pct(0.5),
-        PhaseResult::Pct(p.free_us, 0.5), double(b.items) / b.wall_s,
-        double(ev.items) / ev.wall_s, b.Pct(0.5),
-        PhaseResult::Pct(b.free_us, 0.5),
-        b.server_cpu_ns / double(std::max<uint64_t>(b.items, 1)), srv_ratio);
-  }
-  std::printf(
-      "(srv CPU x: the daemon's CPU per Allocate or Free call / the echo "
-      "server's CPU per Echo call; srv ns/off: daemon CPU per offset "
-      "allocated and freed in the batch phase)\n");
-  if (library) {
-    std::printf("\nclient library vs raw stub, same calls (target: <= 1.15)\n");
-    std::printf("%2s %12s %12s %7s %10s %10s %7s %10s %10s %7s %12s %12s %7s\n",
-                "th", "raw pair us", "lib pair us", "ratio", "raw alloc",
-                "lib alloc", "ratio", "raw free", "lib free", "ratio",
-                "raw b.off/s", "lib b.off/s", "ratio");
-    for (size_t i = 0; i + 6 < results.size(); i += stride) {
-      const PhaseResult& raw = results[i + 4];
-      const PhaseResult& lib = results[i + 5];
-      const PhaseResult& braw = results[i + 3];
-      const PhaseResult& blib = results[i + 6];
-      // Real time per pair: the phase's wall time over its pairs.
-      const double raw_pair = raw.wall_s * 1e6 * raw.threads /
-                              double(std::max<uint64_t>(raw.calls, 1));
-      const double lib_pair = lib.wall_s * 1e6 * lib.threads /
-                              double(std::max<uint64_t>(lib.calls, 1));
-      const double braw_rate = double(braw.items) / braw.wall_s;
-      const double blib_rate = double(blib.items) / blib.wall_s;
-      const double raw_free = PhaseResult::Pct(raw.free_us, 0.5);
-      const double lib_free = PhaseResult::Pct(lib.free_us, 0.5);
+        "\nsummary (targets: allocate p50 / echo p50 <= 1.30; "
+        "batch >= 3,000,000 offsets/s)\n");
+    std::printf("%2s %9s %9s %7s %9s %13s %13s %12s %12s %11s %9s\n", "th",
+                "alloc p50", "echo p50", "ratio", "free p50", "batch off/s",
+                "echo val/s", "b.alloc p50", "b.free p50", "srv ns/off",
+                "srv CPU x");
+    std::printf("%2s %9s %9s %7s %9s %13s %13s %12s %12s %11s %9s\n", "", "us",
+                "us", "", "us", "(alloc+free)", "", "us", "us", "(batch)",
+                "(unary)");
+    const size_t stride = library ? 7 : 4;
+    for (size_t i = 0; i + 3 < results.size(); i += stride) {
+      const PhaseResult& e = results[i];
+      const PhaseResult& p = results[i + 1];
+      const PhaseResult& ev = results[i + 2];
+      const PhaseResult& b = results[i + 3];
+      // Server CPU per unary call, allocate pair (2 calls) vs echo (1 call).
+      const double srv_ratio = e.server_cpu_ns > 0
+                                   ? (p.server_cpu_ns / double(2 * p.calls)) /
+                                         (e.server_cpu_ns / double(e.calls))
+                                   : 0;
       std::printf(
-          "%2d %12.1f %12.1f %7.2f %10.1f %10.1f %7.2f %10.1f %10.1f %7.2f "
-          "%12.0f %12.0f %7.2f\n",
-          raw.threads, raw_pair, lib_pair, lib_pair / raw_pair, raw.Pct(0.5),
-          lib.Pct(0.5), lib.Pct(0.5) / raw.Pct(0.5), raw_free, lib_free,
-          lib_free / raw_free, braw_rate, blib_rate, braw_rate / blib_rate);
+          "%2d %9.1f %9.1f %7.2f %9.1f %13.0f %13.0f %12.1f %12.1f %11.1f "
+          "%9.2f\n",
+          e.threads, p.Pct(0.5), e.Pct(0.5), p.Pct(0.5) / e.Pct(0.5),
+          PhaseResult::Pct(p.free_us, 0.5), double(b.items) / b.wall_s,
+          double(ev.items) / ev.wall_s, b.Pct(0.5),
+          PhaseResult::Pct(b.free_us, 0.5),
+          b.server_cpu_ns / double(std::max<uint64_t>(b.items, 1)), srv_ratio);
     }
     std::printf(
-        "(pair us: wall time per Allocate+Free pair per thread, raw stub with "
-        "request ids vs Region::Allocate + Allocation::Free; alloc, free: p50 "
-        "of each call alone; b.off/s: offsets/s of batch Allocate+Free, raw "
-        "packed stub vs Region::AllocateExtents + Region::Free, ratio "
-        "raw/lib)\n");
-  }
+        "(srv CPU x: the daemon's CPU per Allocate or Free call / the echo "
+        "server's CPU per Echo call; srv ns/off: daemon CPU per offset "
+        "allocated and freed in the batch phase)\n");
+    if (library) {
+      std::printf(
+          "\nclient library vs raw stub, same calls (target: <= 1.15)\n");
+      std::printf(
+          "%2s %12s %12s %7s %10s %10s %7s %10s %10s %7s %12s %12s %7s\n", "th",
+          "raw pair us", "lib pair us", "ratio", "raw alloc", "lib alloc",
+          "ratio", "raw free", "lib free", "ratio", "raw b.off/s",
+          "lib b.off/s", "ratio");
+      for (size_t i = 0; i + 6 < results.size(); i += stride) {
+        const PhaseResult& raw = results[i + 4];
+        const PhaseResult& lib = results[i + 5];
+        const PhaseResult& braw = results[i + 3];
+        const PhaseResult& blib = results[i + 6];
+        // Real time per pair: the phase's wall time over its pairs.
+        const double raw_pair = raw.wall_s * 1e6 * raw.threads /
+                                double(std::max<uint64_t>(raw.calls, 1));
+        const double lib_pair = lib.wall_s * 1e6 * lib.threads /
+                                double(std::max<uint64_t>(lib.calls, 1));
+        const double braw_rate = double(braw.items) / braw.wall_s;
+        const double blib_rate = double(blib.items) / blib.wall_s;
+        const double raw_free = PhaseResult::Pct(raw.free_us, 0.5);
+        const double lib_free = PhaseResult::Pct(lib.free_us, 0.5);
+        std::printf(
+            "%2d %12.1f %12.1f %7.2f %10.1f %10.1f %7.2f %10.1f %10.1f %7.2f "
+            "%12.0f %12.0f %7.2f\n",
+            raw.threads, raw_pair, lib_pair, lib_pair / raw_pair, raw.Pct(0.5),
+            lib.Pct(0.5), lib.Pct(0.5) / raw.Pct(0.5), raw_free, lib_free,
+            lib_free / raw_free, braw_rate, blib_rate, braw_rate / blib_rate);
+      }
+      std::printf(
+          "(pair us: wall time per Allocate+Free pair per thread, raw stub "
+          "with "
+          "request ids vs Region::Allocate + Allocation::Free; alloc, free: "
+          "p50 "
+          "of each call alone; b.off/s: offsets/s of batch Allocate+Free, raw "
+          "packed stub vs Region::AllocateExtents + Region::Free, ratio "
+          "raw/lib)\n");
+    }
 
-  uint64_t errors = 0;
+  }  // mode == "all"
+
+  uint64_t errors = ab_errors;
   for (const PhaseResult& r : results) errors += r.errors;
   (*session)->Close();
   grpc::ClientContext dc;
