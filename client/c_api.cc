@@ -204,6 +204,7 @@ shmalloc_status_t shmalloc_region_create(
     o.size_classes.assign(config->size_classes,
                           config->size_classes + config->size_class_count);
     o.quota_bytes_per_session = config->quota_bytes_per_session;
+    o.huge_pages = config->huge_pages != 0;
     return Fail(client->client->CreateRegion(o).status());
   });
 }

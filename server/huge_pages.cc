@@ -40,7 +40,9 @@ std::string Unescape(absl::string_view field) {
       bool octal = true;
       for (size_t j = 1; j <= 3; ++j) {
         const char c = field[i + j];
-        if (c < '0' || c > '7') octal = false;
+        if (c < '0' || c > '7') {
+          octal = false;
+        }
         value = value * 8 + (c - '0');
       }
       if (octal) {
@@ -61,15 +63,20 @@ std::vector<Mount> ReadMounts() {
   while (std::getline(in, line)) {
     std::vector<absl::string_view> f =
         absl::StrSplit(line, ' ', absl::SkipEmpty());
-    if (f.size() < 4) continue;
-    mounts.push_back({Unescape(f[1]), std::string(f[2]), std::string(f[3])});
+    if (f.size() < 4) {
+      continue;
+    }
+    mounts.push_back({Unescape(f[1]), std::string(f[2].data(), f[2].size()),
+                      std::string(f[3].data(), f[3].size())});
   }
   return mounts;
 }
 
 bool HasHugeOption(const std::string& options) {
   for (absl::string_view o : absl::StrSplit(options, ',')) {
-    if (o == "huge=always" || o == "huge=within_size") return true;
+    if (o == "huge=always" || o == "huge=within_size") {
+      return true;
+    }
   }
   return false;
 }

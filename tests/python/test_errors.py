@@ -109,6 +109,17 @@ def test_stale_generation_after_reset(client, region_name):
     assert snapshot(region) == before
 
 
+def test_huge_pages_without_huge_dir(client, region_name):
+    # The test daemon has no --huge_dir: refused, saying what to mount, and
+    # nothing is created.
+    with pytest.raises(shmalloc.FailedPreconditionError) as e:
+        client.create_region(region_name, "free_list", 4 << 20,
+                             huge_pages=True)
+    assert "--huge_dir" in str(e.value)
+    with pytest.raises(shmalloc.NotFoundError):
+        client.region(region_name)
+
+
 def test_delete_with_live_allocations(client, region_name):
     region = client.create_region(region_name, "pool", 1 << 20,
                                   block_size=4096)

@@ -171,6 +171,10 @@ typedef struct shmalloc_region_config {
   const uint64_t* size_classes; /* SLAB classes (ascending); NULL = default */
   size_t size_class_count;
   uint64_t quota_bytes_per_session; /* 0 = no quota */
+  /* Nonzero: the data file on the daemon's --huge_dir (hugetlbfs or a
+   * huge=always tmpfs), rounded up to whole huge pages; FAILED_PRECONDITION
+   * when the daemon has none. */
+  int huge_pages;
 } shmalloc_region_config_t;
 
 /* Creates a region in the daemon (it is not opened). ALREADY_EXISTS,

@@ -216,10 +216,13 @@ class Client:
     def create_region(self, name: str, strategy: str, size_bytes: int, *,
                       block_size: int = 0,
                       size_classes: Optional[Sequence[int]] = None,
-                      quota_bytes_per_session: int = 0) -> "Region":
+                      quota_bytes_per_session: int = 0,
+                      huge_pages: bool = False) -> "Region":
         """Creates a region in the daemon and returns it opened.
 
         strategy: "arena", "pool", "buddy", "slab" or "free_list".
+        huge_pages: put the data file on the daemon's --huge_dir (raises
+        FailedPreconditionError when it has none).
         Raises AlreadyExistsError, InvalidArgumentError,
         ResourceExhaustedError.
         """
@@ -238,6 +241,7 @@ class Client:
             config.size_classes = ctypes.cast(array, _lib.c_uint64_p)
         config.size_class_count = len(classes)
         config.quota_bytes_per_session = quota_bytes_per_session
+        config.huge_pages = 1 if huge_pages else 0
         _lib.check(_lib.lib().shmalloc_region_create(self._ptr(),
                                                      byref(config)))
         return self.region(name)

@@ -58,6 +58,7 @@ class RegionConfig(Structure):
         ("size_classes", c_uint64_p),
         ("size_class_count", c_size_t),
         ("quota_bytes_per_session", c_uint64),
+        ("huge_pages", c_int),
     ]
 
 
