@@ -79,7 +79,9 @@ double Median(std::vector<double> v) {
 
 std::string TempDir() {
   std::string pattern = absl::GetFlag(FLAGS_tmpdir) + "/first_touch.XXXXXX";
-  if (mkdtemp(pattern.data()) == nullptr) return "";
+  if (mkdtemp(pattern.data()) == nullptr) {
+    return "";
+  }
   return pattern;
 }
 
@@ -105,8 +107,12 @@ struct PrivateMount {
     mounted = true;
   }
   ~PrivateMount() {
-    if (mounted && umount(dir.c_str()) != 0) umount2(dir.c_str(), MNT_DETACH);
-    if (!dir.empty()) rmdir(dir.c_str());
+    if (mounted && umount(dir.c_str()) != 0) {
+      umount2(dir.c_str(), MNT_DETACH);
+    }
+    if (!dir.empty()) {
+      rmdir(dir.c_str());
+    }
   }
 };
 
@@ -137,7 +143,9 @@ struct HugePagePool {
     ok = MeminfoField("HugePages_Free") >= pages;
   }
   ~HugePagePool() {
-    if (raised) Write(old_total);
+    if (raised) {
+      Write(old_total);
+    }
   }
   static bool Write(uint64_t total) {
     std::ofstream out("/proc/sys/vm/nr_hugepages");
@@ -198,10 +206,14 @@ void Measure(const std::string& kind, const std::string& huge_dir) {
       }
       absl::StatusOr<std::span<std::byte>> heap =
           (*region)->Span(info->heap_begin, info->heap_end - info->heap_begin);
-      if (!heap.ok()) return;
+      if (!heap.ok()) {
+        return;
+      }
       volatile std::byte* p = heap->data();
       const Clock::time_point t1 = Clock::now();
-      for (size_t i = 0; i < heap->size(); i += 4096) p[i] = std::byte{1};
+      for (size_t i = 0; i < heap->size(); i += 4096) {
+        p[i] = std::byte{1};
+      }
       touched = MicrosSince(t1);
     }
     {
@@ -255,7 +267,9 @@ int main(int argc, char** argv) {
     if (thp_dir.empty()) {
       mnt = std::make_unique<PrivateMount>(
           "tmpfs", absl::StrCat("huge=always,mode=0755,size=", mib + 8, "m"));
-      if (mnt->mounted) thp_dir = mnt->dir + "/shmalloc";
+      if (mnt->mounted) {
+        thp_dir = mnt->dir + "/shmalloc";
+      }
     }
     if (thp_dir.empty()) {
       std::printf("kind=tmpfs-thp NOT RUN: %s\n", mnt->why_not.c_str());
@@ -288,7 +302,9 @@ int main(int argc, char** argv) {
           "kind=hugetlbfs NOT RUN: not root: mounting needs "
           "CAP_SYS_ADMIN (or pass --hugetlbfs_dir)\n");
     }
-    if (!tlb_dir.empty()) Measure("hugetlbfs", tlb_dir);
+    if (!tlb_dir.empty()) {
+      Measure("hugetlbfs", tlb_dir);
+    }
   }
   return 0;
 }

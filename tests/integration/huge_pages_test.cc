@@ -51,7 +51,9 @@ void Report(const std::string& line) {
 
 std::string MakeTempDir() {
   std::string pattern = ::testing::TempDir() + "/huge_pages_test.XXXXXX";
-  if (mkdtemp(pattern.data()) == nullptr) return "";
+  if (mkdtemp(pattern.data()) == nullptr) {
+    return "";
+  }
   // The daemon reports its --huge_dir resolved (Region.data_dir).
   char resolved[PATH_MAX];
   return realpath(pattern.c_str(), resolved) != nullptr ? resolved : pattern;
@@ -82,7 +84,9 @@ class TempMount {
     if (mounted_ && umount(dir_.c_str()) != 0) {
       umount2(dir_.c_str(), MNT_DETACH);
     }
-    if (!dir_.empty()) rmdir(dir_.c_str());
+    if (!dir_.empty()) {
+      rmdir(dir_.c_str());
+    }
   }
   TempMount(const TempMount&) = delete;
   TempMount& operator=(const TempMount&) = delete;
@@ -134,7 +138,9 @@ class HugePagePool {
     }
   }
   ~HugePagePool() {
-    if (raised_) Write(old_total_);
+    if (raised_) {
+      Write(old_total_);
+    }
   }
   HugePagePool(const HugePagePool&) = delete;
   HugePagePool& operator=(const HugePagePool&) = delete;
@@ -166,16 +172,24 @@ std::vector<std::pair<std::string, uint64_t>> SmapsOf(const void* address) {
     uintptr_t end = 0;
     if (std::sscanf(line.c_str(), "%lx-%lx ", &begin, &end) == 2 &&
         line.find(':') > line.find(' ')) {
-      if (inside) break;
+      if (inside) {
+        break;
+      }
       inside = begin <= target && target < end;
       continue;
     }
-    if (!inside) continue;
+    if (!inside) {
+      continue;
+    }
     const size_t colon = line.find(':');
-    if (colon == std::string::npos) continue;
+    if (colon == std::string::npos) {
+      continue;
+    }
     std::istringstream rest(line.substr(colon + 1));
     uint64_t value = 0;
-    if (rest >> value) fields.emplace_back(line.substr(0, colon), value);
+    if (rest >> value) {
+      fields.emplace_back(line.substr(0, colon), value);
+    }
   }
   return fields;
 }
@@ -183,7 +197,9 @@ std::vector<std::pair<std::string, uint64_t>> SmapsOf(const void* address) {
 uint64_t Field(const std::vector<std::pair<std::string, uint64_t>>& fields,
                const std::string& name) {
   for (const auto& [key, value] : fields) {
-    if (key == name) return value;
+    if (key == name) {
+      return value;
+    }
   }
   return 0;
 }
