@@ -303,6 +303,15 @@ absl::StatusOr<std::unique_ptr<Region>> Region::Create(
       return absl::AlreadyExistsError(absl::StrCat(
           "region ", request.name(), " already exists (", data_path, ")"));
     }
+    if (absl::IsResourceExhausted(data.status()) &&
+        huge_kind == HugeKind::kHugetlbfs) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          data.status().message(),
+          " (hugetlbfs: the pool has too few free huge pages for ",
+          data_bytes / huge->page_bytes,
+          "; see HugePages_Free in /proc/meminfo, reserve more with "
+          "/proc/sys/vm/nr_hugepages)"));
+    }
     return data.status();
   }
   auto remove_files = [&](absl::Status status) {

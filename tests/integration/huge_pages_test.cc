@@ -427,6 +427,31 @@ TEST(HugePagesTest, Hugetlbfs) {
   }
   Report("path: hugetlbfs RUN in " + mnt.dir());
   ExerciseHugeRegion(mnt, v1::HUGE_PAGES_HUGETLBFS);
+
+  // More pages than the pool has free: RESOURCE_EXHAUSTED at creation (the
+  // pages are reserved there, never a SIGBUS at a client's first touch),
+  // nothing left behind.
+  const std::string huge_dir = absl::StrCat(mnt.dir(), "/shmalloc");
+  DaemonProcess daemon(
+      {.extra_flags = {absl::StrCat("--huge_dir=", huge_dir)}});
+  ASSERT_THAT(daemon.Start(), IsOk());
+  const std::vector<std::string> files_before = daemon.ShmDirFiles();
+  v1::CreateRegionRequest request;
+  request.set_name("toobig");
+  request.set_strategy(v1::STRATEGY_ARENA);
+  request.set_size_bytes((FreeHugePages() + 1) * kHuge);
+  request.set_huge_pages(v1::HUGE_PAGES_REQUIRED);
+  v1::Region region;
+  grpc::ClientContext context;
+  const absl::Status s =
+      ToAbsl(daemon.stub().CreateRegion(&context, request, &region));
+  EXPECT_THAT(s, StatusIs(absl::StatusCode::kResourceExhausted));
+  EXPECT_THAT(std::string(s.message()), HasSubstr("nr_hugepages"));
+  EXPECT_EQ(daemon.ShmDirFiles(), files_before);
+  struct stat st = {};
+  EXPECT_NE(stat(absl::StrCat(huge_dir, "/shmalloc-toobig.data").c_str(), &st),
+            0);
+  ASSERT_THAT(daemon.Stop(), IsOk());
 }
 
 }  // namespace
