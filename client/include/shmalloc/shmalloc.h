@@ -213,12 +213,12 @@ shmalloc_region_reset(shmalloc_region_t* region, int force);
 
 /* ---- allocation -------------------------------------------------------- */
 
-/* Allocates `size` bytes aligned to `alignment` (a power of two <= 4096; 0 =
- * 16) through the daemon; *offset receives the offset. Owned by this session
- * (freed when it ends) unless `detached` != 0. INVALID_ARGUMENT,
- * RESOURCE_EXHAUSTED, NOT_FOUND, UNAVAILABLE. On an ARENA region this takes
- * from the shared cursor through the daemon (an arena does it without an
- * RPC) and the allocation is freed only by a reset. */
+/* Allocates `size` bytes aligned to `alignment` (a power of two <= 2 MiB,
+ * BUDDY/POOL/SLAB: <= 4096; 0 = 16) through the daemon; *offset receives the
+ * offset. Owned by this session (freed when it ends) unless `detached` != 0.
+ * INVALID_ARGUMENT, RESOURCE_EXHAUSTED, NOT_FOUND, UNAVAILABLE. On an ARENA
+ * region this takes from the shared cursor through the daemon (an arena does it
+ * without an RPC) and the allocation is freed only by a reset. */
 SHMALLOC_C_API shmalloc_status_t shmalloc_allocate(shmalloc_region_t* region,
                                                    uint64_t size,
                                                    uint64_t alignment,
@@ -259,7 +259,7 @@ shmalloc_arena_create(shmalloc_region_t* region, uint64_t capacity_bytes,
                       shmalloc_arena_t** arena);
 /* Releases the arena (its extent is freed on a non-ARENA region). NULL ok. */
 SHMALLOC_C_API void shmalloc_arena_destroy(shmalloc_arena_t* arena);
-/* Returns `size` bytes aligned to `alignment` (power of two <= 4096; 0 =
+/* Returns `size` bytes aligned to `alignment` (power of two <= 2 MiB; 0 =
  * 16), or NULL when the arena is exhausted or the arguments are bad. Sets no
  * error message. Lock-free. */
 SHMALLOC_C_API void* shmalloc_arena_allocate(shmalloc_arena_t* arena,

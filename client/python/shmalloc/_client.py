@@ -465,7 +465,8 @@ class Region:
         daemon frees it when the process exits or is killed. detached=True:
         it belongs to no session and survives this process: use it for
         blocks handed to another process (detach() them, and the receiver
-        adopt()s them). alignment: a power of two <= 4096 (0 = 16).
+        adopt()s them). alignment: a power of two <= 2 MiB (BUDDY, POOL,
+        SLAB: <= 4096; 0 = 16).
         Raises InvalidArgumentError, ResourceExhaustedError, NotFoundError,
         UnavailableError.
         """
