@@ -16,7 +16,7 @@ absl::StatusOr<std::unique_ptr<BlockCache>> BlockCache::Create(
 }
 
 BlockCache::BlockCache(std::shared_ptr<internal::BlockCacheCore> core)
-    : core_(std::move(core)) {}
+    : id_(core->id()), core_(std::move(core)) {}
 
 BlockCache::~BlockCache() { core_->Flush().IgnoreError(); }
 
@@ -24,7 +24,7 @@ absl::StatusOr<uint64_t> BlockCache::Allocate(uint64_t size) {
   return core_->Allocate(size);
 }
 
-void* BlockCache::TryAllocate(uint64_t size) noexcept {
+void* BlockCache::TryAllocateSlow(uint64_t size) noexcept {
   return core_->TryAllocate(size);
 }
 
@@ -32,7 +32,7 @@ absl::Status BlockCache::Free(uint64_t offset, uint64_t size) {
   return core_->Free(offset, size);
 }
 
-absl::Status BlockCache::Free(void* p, uint64_t size) {
+absl::Status BlockCache::FreeSlow(void* p, uint64_t size) {
   const auto* b = static_cast<const std::byte*>(p);
   const std::byte* base = core_->base();
   return core_->Free(b >= base ? static_cast<uint64_t>(b - base) : 0, size);

@@ -11,7 +11,7 @@
 
 namespace shmalloc::client::internal {
 
-thread_local constinit ThreadCacheSlot tls_block_caches[kThreadCacheSlots]
+thread_local constinit BlockCacheSlot tls_block_caches[kBlockCacheSlots]
     __attribute__((tls_model("initial-exec"))) = {};
 
 namespace {
@@ -25,6 +25,9 @@ struct ThreadExitHook {
   };
   std::vector<Entry> entries;
   ~ThreadExitHook() {
+    // No hit path of this thread may use a ThreadCache another thread can
+    // adopt from now on.
+    for (BlockCacheSlot& slot : tls_block_caches) slot = {};
     for (Entry& e : entries) {
       if (std::shared_ptr<BlockCacheCore> core = e.core.lock()) {
         core->ReleaseThreadCache(e.cache);
@@ -132,11 +135,10 @@ absl::StatusOr<std::shared_ptr<BlockCacheCore>> BlockCacheCore::Create(
 }
 
 BlockCacheCore::ThreadCache* BlockCacheCore::GetThreadCacheSlow() {
-  ThreadCacheSlot& slot = tls_block_caches[id_ & (kThreadCacheSlots - 1)];
   std::vector<ThreadExitHook::Entry>& entries = tls_exit_hook.entries;
   for (const ThreadExitHook::Entry& e : entries) {
     if (e.id == id_) {
-      slot = {id_, e.cache, e.cache->classes.data()};
+      FillSlot(e.cache);
       return e.cache;
     }
   }
@@ -149,18 +151,44 @@ BlockCacheCore::ThreadCache* BlockCacheCore::GetThreadCacheSlow() {
     } else {
       threads_.push_back(std::make_unique<ThreadCache>());
       tc = threads_.back().get();
+      const size_t room = size_t{options_.thread_capacity} + 1;
+      tc->storage = std::make_unique<uint64_t[]>(room * class_sizes_.size());
       tc->classes.resize(class_sizes_.size());
-      for (std::vector<uint64_t>& list : tc->classes) {
-        list.reserve(options_.thread_capacity + 1);
+      for (size_t c = 0; c < tc->classes.size(); ++c) {
+        tc->classes[c] = {.data = tc->storage.get() + c * room,
+                          .size = 0,
+                          .limit = options_.thread_capacity};
       }
-      tc->generation = Generation();
+      const uint64_t gen = Generation();
+      tc->generation.store(gen == kPoisoned ? kPoisonedThread : gen,
+                           std::memory_order_relaxed);
     }
   }
   std::erase_if(
       entries, [](const ThreadExitHook::Entry& e) { return e.core.expired(); });
   entries.push_back({id_, weak_from_this(), tc});
-  slot = {id_, tc, tc->classes.data()};
+  FillSlot(tc);
   return tc;
+}
+
+void BlockCacheCore::FillSlot(ThreadCache* tc) {
+  // The inline hit paths index the map by a shift: with a granule that is
+  // not a power of two they stay off (class0_size 0) and every call takes
+  // the core's paths.
+  const bool inline_hits = granule_shift_ >= 0;
+  tls_block_caches[id_ & (kBlockCacheSlots - 1)] = {
+      .cache_id = id_,
+      .class0_size = inline_hits ? class_sizes_[0] : 0,
+      .list0 = tc->classes.data(),
+      .generation = &tc->generation,
+      .region_generation = generation_word_.load(std::memory_order_relaxed),
+      .owned = owned_,
+      .base = base_,
+      .heap_begin = heap_begin_,
+      .heap_bytes = heap_end_ - heap_begin_,
+      .shift = inline_hits ? static_cast<uint64_t>(granule_shift_) : 0,
+      .thread_cache = tc,
+  };
 }
 
 void* BlockCacheCore::TryAllocateSlow(uint64_t size) noexcept {
@@ -185,29 +213,39 @@ absl::Status BlockCacheCore::FreeSlow(uint64_t offset, uint64_t size) {
   }
   owned.store(0, std::memory_order_relaxed);
   ThreadCache* tc = GetThreadCache();
-  if (tc->generation != gen) [[unlikely]] {
+  if (tc->generation.load(std::memory_order_relaxed) != gen) [[unlikely]] {
     DropStale(tc, gen);
   }
-  std::vector<uint64_t>& list = tc->classes[c];
-  list.push_back(offset);
-  if (list.size() > options_.thread_capacity) return Drain(list, c, gen);
+  BlockList& list = tc->classes[c];
+  list.data[list.size++] = offset;  // room for limit + 1
+  if (list.size > list.limit) return Drain(list, c, gen);
   return absl::OkStatus();
 }
 
 void BlockCacheCore::DropStale(ThreadCache* tc, uint64_t gen) {
   uint64_t dropped = 0;
-  for (std::vector<uint64_t>& list : tc->classes) {
-    dropped += list.size();
-    list.clear();
+  for (BlockList& list : tc->classes) {
+    dropped += list.size;
+    list.size = 0;
   }
   stale_blocks_.fetch_add(dropped, std::memory_order_relaxed);
-  tc->generation = gen;
+  // Never out of kPoisonedThread (CheckIncarnation may store it concurrently).
+  uint64_t seen = tc->generation.load(std::memory_order_relaxed);
+  while (seen != kPoisonedThread && !tc->generation.compare_exchange_weak(
+                                        seen, gen, std::memory_order_relaxed)) {
+  }
 }
 
 absl::Status BlockCacheCore::CheckIncarnation() {
   absl::Status s = region_->CheckIncarnation();
   if (!s.ok()) {
     generation_word_.store(&poisoned_, std::memory_order_relaxed);
+    // The hit paths compare the region's word with their ThreadCache's
+    // generation: a poisoned ThreadCache never matches it.
+    absl::MutexLock lock(&threads_mu_);
+    for (const std::unique_ptr<ThreadCache>& tc : threads_) {
+      tc->generation.store(kPoisonedThread, std::memory_order_relaxed);
+    }
   }
   return s;
 }
@@ -219,13 +257,15 @@ absl::StatusOr<uint64_t> BlockCacheCore::AllocateSlow(ThreadCache* tc, int c,
         "stale: BlockCache on region '", region_->name(),
         "': the region was deleted and re-created; make a new cache"));
   }
-  if (tc->generation != gen) DropStale(tc, gen);
+  if (tc->generation.load(std::memory_order_relaxed) != gen) {
+    DropStale(tc, gen);
+  }
   return Refill(tc, c, gen);
 }
 
 absl::StatusOr<uint64_t> BlockCacheCore::Refill(ThreadCache* tc, int c,
                                                 uint64_t gen) {
-  std::vector<uint64_t>& list = tc->classes[c];
+  BlockList& list = tc->classes[c];
   {
     Central& central = *central_[c];
     absl::MutexLock lock(&central.mu);
@@ -234,11 +274,14 @@ absl::StatusOr<uint64_t> BlockCacheCore::Refill(ThreadCache* tc, int c,
       central.blocks.clear();
       central.generation = gen;
     }
+    // The list is empty here (a hit would have served), batch <= limit.
     const size_t n = std::min<size_t>(options_.batch, central.blocks.size());
-    list.insert(list.end(), central.blocks.end() - n, central.blocks.end());
+    std::copy(central.blocks.end() - static_cast<std::ptrdiff_t>(n),
+              central.blocks.end(), list.data + list.size);
+    list.size += static_cast<uint32_t>(n);
     central.blocks.resize(central.blocks.size() - n);
   }
-  if (list.empty()) {
+  if (list.size == 0) {
     const uint64_t size = class_sizes_[c];
     // The largest power of two dividing the block size, at most 16: a pool
     // refuses alignments above its blocks'.
@@ -277,18 +320,16 @@ absl::StatusOr<uint64_t> BlockCacheCore::Refill(ThreadCache* tc, int c,
       DropStale(tc, allocated_in);
     }
     for (auto it = extents->rbegin(); it != extents->rend(); ++it) {
-      list.push_back(it->offset);
+      list.data[list.size++] = it->offset;
     }
     gen = allocated_in;
   }
-  const uint64_t offset = list.back();
-  list.pop_back();
+  const uint64_t offset = list.data[--list.size];
   Owned(Index(offset)).store(Tag(gen, c), std::memory_order_relaxed);
   return offset;
 }
 
-absl::Status BlockCacheCore::Drain(std::vector<uint64_t>& list, int c,
-                                   uint64_t gen) {
+absl::Status BlockCacheCore::Drain(BlockList& list, int c, uint64_t gen) {
   std::vector<uint64_t> to_daemon;
   {
     Central& central = *central_[c];
@@ -299,8 +340,8 @@ absl::Status BlockCacheCore::Drain(std::vector<uint64_t>& list, int c,
       central.generation = gen;
     }
     // The oldest blocks leave; the most recently freed stay hot here.
-    central.blocks.insert(central.blocks.end(), list.begin(),
-                          list.begin() + options_.batch);
+    central.blocks.insert(central.blocks.end(), list.data,
+                          list.data + options_.batch);
     if (central.blocks.size() > options_.central_capacity) {
       const size_t n =
           central.blocks.size() - options_.central_capacity + options_.batch;
@@ -310,14 +351,15 @@ absl::Status BlockCacheCore::Drain(std::vector<uint64_t>& list, int c,
                            central.blocks.begin() + take);
     }
   }
-  list.erase(list.begin(), list.begin() + options_.batch);
+  std::copy(list.data + options_.batch, list.data + list.size, list.data);
+  list.size -= options_.batch;
   if (to_daemon.empty()) return absl::OkStatus();
   return FreeToDaemon(to_daemon, gen);
 }
 
 absl::Status BlockCacheCore::FreeToDaemon(const std::vector<uint64_t>& offsets,
                                           uint64_t generation) {
-  if (generation != Generation()) {
+  if (generation != Generation() || generation == kPoisoned) {
     // Reset since (the daemon freed them with everything else) or
     // re-created (poisoned): never sent, so they cannot free someone else's
     // blocks even where the daemon could not tell (generation 0).
@@ -401,12 +443,14 @@ void BlockCacheCore::ReleaseThreadCache(ThreadCache* tc) {
   // inverts): Flush and Stats read these lists under threads_mu_.
   absl::MutexLock threads_lock(&threads_mu_);
   const uint64_t gen = Generation();
+  const bool current =
+      tc->generation.load(std::memory_order_relaxed) == gen && gen != kPoisoned;
   for (size_t c = 0; c < tc->classes.size(); ++c) {
-    std::vector<uint64_t>& list = tc->classes[c];
-    if (list.empty()) continue;
-    if (tc->generation != gen) {
-      stale_blocks_.fetch_add(list.size(), std::memory_order_relaxed);
-      list.clear();
+    BlockList& list = tc->classes[c];
+    if (list.size == 0) continue;
+    if (!current) {
+      stale_blocks_.fetch_add(list.size, std::memory_order_relaxed);
+      list.size = 0;
       continue;
     }
     Central& central = *central_[c];
@@ -416,8 +460,9 @@ void BlockCacheCore::ReleaseThreadCache(ThreadCache* tc) {
       central.blocks.clear();
       central.generation = gen;
     }
-    central.blocks.insert(central.blocks.end(), list.begin(), list.end());
-    list.clear();
+    central.blocks.insert(central.blocks.end(), list.data,
+                          list.data + list.size);
+    list.size = 0;
   }
   orphans_.push_back(tc);
 }
@@ -429,13 +474,16 @@ absl::Status BlockCacheCore::Flush() {
   {
     absl::MutexLock lock(&threads_mu_);
     for (const std::unique_ptr<ThreadCache>& tc : threads_) {
-      for (std::vector<uint64_t>& list : tc->classes) {
-        if (tc->generation == gen) {
-          all.insert(all.end(), list.begin(), list.end());
+      const bool current =
+          tc->generation.load(std::memory_order_relaxed) == gen &&
+          gen != kPoisoned;
+      for (BlockList& list : tc->classes) {
+        if (current) {
+          all.insert(all.end(), list.data, list.data + list.size);
         } else {
-          stale += list.size();
+          stale += list.size;
         }
-        list.clear();
+        list.size = 0;
       }
     }
   }
@@ -472,8 +520,8 @@ BlockCacheStats BlockCacheCore::Stats() const {
     absl::MutexLock lock(&threads_mu_);
     s.thread_caches = threads_.size();
     for (const std::unique_ptr<ThreadCache>& tc : threads_) {
-      for (const std::vector<uint64_t>& list : tc->classes) {
-        s.cached_blocks += list.size();
+      for (const BlockList& list : tc->classes) {
+        s.cached_blocks += list.size;
       }
     }
   }

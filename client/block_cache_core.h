@@ -30,28 +30,19 @@
 
 namespace shmalloc::client::internal {
 
-// One thread's direct-mapped lookup: cache id -> its ThreadCache.
-struct ThreadCacheSlot {
-  uint64_t cache_id;
-  void* cache;  // the cache's BlockCacheCore::ThreadCache
-  // That ThreadCache's classes.data(): one dependent load fewer on the hit
-  // paths (the lists are never resized after the ThreadCache is made).
-  std::vector<uint64_t>* lists;
-};
-inline constexpr uint64_t kThreadCacheSlots = 4;
-extern thread_local constinit ThreadCacheSlot
-    tls_block_caches[kThreadCacheSlots]
-    __attribute__((tls_model("initial-exec")));
-
 class BlockCacheCore : public std::enable_shared_from_this<BlockCacheCore> {
  public:
   // One thread's lists, one per size class; only its owner touches them
   // (and Flush / the exit hook under threads_mu_, see ReleaseThreadCache).
   // `generation`: the region generation every block in the lists was
   // allocated in.
+  // `generation` is atomic because CheckIncarnation poisons every
+  // ThreadCache (kPoisonedThread) from the thread that finds the region
+  // re-created; its owner moves it only from a value other than that.
   struct ThreadCache {
-    std::vector<std::vector<uint64_t>> classes;
-    uint64_t generation = 0;
+    std::vector<BlockList> classes;  // never resized once made
+    std::unique_ptr<uint64_t[]> storage;
+    std::atomic<uint64_t> generation{0};
   };
 
   // Returns a core over a POOL or SLAB region (see BlockCache::Create).
@@ -79,29 +70,27 @@ class BlockCacheCore : public std::enable_shared_from_this<BlockCacheCore> {
     if (c < 0) return NoClass(size);
     ThreadCache* tc = GetThreadCache();
     const uint64_t gen = Generation();
-    std::vector<uint64_t>& list = tc->classes[c];
-    if (tc->generation == gen && !list.empty()) [[likely]] {
-      const uint64_t offset = list.back();
-      list.pop_back();
+    BlockList& list = tc->classes[c];
+    if (tc->generation.load(std::memory_order_relaxed) == gen && list.size != 0)
+        [[likely]] {
+      const uint64_t offset = list.data[--list.size];
       Owned(Index(offset)).store(Tag(gen, c), std::memory_order_relaxed);
       return offset;
     }
     return AllocateSlow(tc, c, gen);
   }
   // TryAllocate without a StatusOr: the address, or nullptr on any error.
-  // The hit path makes no call (the miss is a tail call), so it needs no
-  // stack frame.
+  // BlockCache::TryAllocate's inline hit path serves class 0; this serves
+  // the other classes' hits with no further call (the miss is a tail call).
   void* TryAllocate(uint64_t size) noexcept {
     const int c = ClassOf(size);
-    const ThreadCacheSlot& slot =
-        tls_block_caches[id_ & (kThreadCacheSlots - 1)];
+    const BlockCacheSlot& slot = tls_block_caches[id_ & (kBlockCacheSlots - 1)];
     if (c >= 0 && slot.cache_id == id_) [[likely]] {
-      auto* tc = static_cast<ThreadCache*>(slot.cache);
       const uint64_t gen = Generation();
-      std::vector<uint64_t>& list = slot.lists[c];
-      if (tc->generation == gen && !list.empty()) [[likely]] {
-        const uint64_t offset = list.back();
-        list.pop_back();
+      BlockList& list = slot.list0[c];
+      if (slot.generation->load(std::memory_order_relaxed) == gen &&
+          list.size != 0) [[likely]] {
+        const uint64_t offset = list.data[--list.size];
         Owned(Index(offset)).store(Tag(gen, c), std::memory_order_relaxed);
         return base_ + offset;
       }
@@ -115,20 +104,19 @@ class BlockCacheCore : public std::enable_shared_from_this<BlockCacheCore> {
   // size or a stale block, and drains a full list.
   absl::Status Free(uint64_t offset, uint64_t size) {
     const int c = ClassOf(size);
-    const ThreadCacheSlot& slot =
-        tls_block_caches[id_ & (kThreadCacheSlots - 1)];
+    const BlockCacheSlot& slot = tls_block_caches[id_ & (kBlockCacheSlots - 1)];
     if (c >= 0 && offset >= heap_begin_ && offset < heap_end_ &&
         slot.cache_id == id_) [[likely]] {
       const uint64_t index = Index(offset);
       const uint64_t gen = Generation();
       std::atomic_ref<uint16_t> owned = Owned(index);
-      auto* tc = static_cast<ThreadCache*>(slot.cache);
-      std::vector<uint64_t>& list = slot.lists[c];
+      BlockList& list = slot.list0[c];
       if (owned.load(std::memory_order_relaxed) == Tag(gen, c) &&
-          index * granule_ == offset - heap_begin_ && tc->generation == gen &&
-          list.size() < options_.thread_capacity) [[likely]] {
+          index * granule_ == offset - heap_begin_ &&
+          slot.generation->load(std::memory_order_relaxed) == gen &&
+          list.size < list.limit) [[likely]] {
         owned.store(0, std::memory_order_relaxed);
-        list.push_back(offset);  // capacity reserved: never reallocates
+        list.data[list.size++] = offset;
         return absl::OkStatus();
       }
     }
@@ -167,8 +155,7 @@ class BlockCacheCore : public std::enable_shared_from_this<BlockCacheCore> {
   // generation's low 7 bits (a block held across 128 resets aliases), bit 15
   // only for kPoisoned, so a poisoned cache matches no entry.
   static uint16_t Tag(uint64_t generation, int c) {
-    const uint64_t g = (generation & 0x7f) | ((generation >> 56) & 0x80);
-    return static_cast<uint16_t>((g << 8) | static_cast<uint64_t>(c + 1));
+    return OwnedTag(generation, static_cast<uint64_t>(c));
   }
   // Index of the map entry of `offset` (in the heap): granule_ is the
   // largest stride every block start is a multiple of.
@@ -182,6 +169,8 @@ class BlockCacheCore : public std::enable_shared_from_this<BlockCacheCore> {
 
   ThreadCache* GetThreadCache();
   ThreadCache* GetThreadCacheSlow();
+  // Points this thread's slot at `tc` (the hit paths' flat view).
+  void FillSlot(ThreadCache* tc);
   [[gnu::noinline]] void* TryAllocateSlow(uint64_t size) noexcept;
   [[gnu::noinline]] absl::Status FreeSlow(uint64_t offset, uint64_t size);
   absl::StatusOr<uint64_t> AllocateSlow(ThreadCache* tc, int c, uint64_t gen);
@@ -189,7 +178,7 @@ class BlockCacheCore : public std::enable_shared_from_this<BlockCacheCore> {
   // them) and moves it to `gen`.
   void DropStale(ThreadCache* tc, uint64_t gen);
   absl::StatusOr<uint64_t> Refill(ThreadCache* tc, int c, uint64_t gen);
-  absl::Status Drain(std::vector<uint64_t>& list, int c, uint64_t gen);
+  absl::Status Drain(BlockList& list, int c, uint64_t gen);
   // Frees `offsets` (allocated in `generation`) through the daemon,
   // isolating offsets it refuses when a batch fails. Blocks of a generation
   // the region has left are dropped (the reset freed them).
@@ -203,6 +192,9 @@ class BlockCacheCore : public std::enable_shared_from_this<BlockCacheCore> {
   absl::Status OutOfRange(uint64_t offset) const;
 
   static constexpr uint64_t kPoisoned = ~uint64_t{0};
+  // A poisoned ThreadCache's generation: equal to no Generation(), kPoisoned
+  // included, so no hit path (inline or core) serves from it.
+  static constexpr uint64_t kPoisonedThread = kPoisoned - 1;
 
   std::shared_ptr<Region> region_;
   BlockCacheOptions options_;
@@ -235,8 +227,10 @@ class BlockCacheCore : public std::enable_shared_from_this<BlockCacheCore> {
 };
 
 inline BlockCacheCore::ThreadCache* BlockCacheCore::GetThreadCache() {
-  ThreadCacheSlot& slot = tls_block_caches[id_ & (kThreadCacheSlots - 1)];
-  if (slot.cache_id == id_) return static_cast<ThreadCache*>(slot.cache);
+  BlockCacheSlot& slot = tls_block_caches[id_ & (kBlockCacheSlots - 1)];
+  if (slot.cache_id == id_) [[likely]] {
+    return static_cast<ThreadCache*>(slot.thread_cache);
+  }
   return GetThreadCacheSlow();
 }
 

@@ -11,6 +11,8 @@
 #
 # Usage: bench/outoftree/run.sh [BUILD_DIR] [hot_path_bench args...]
 #        (default build/release; e.g. run.sh build/release --rounds=21)
+#        OUTOFTREE_KEEP=DIR copies the built hot_path_bench to DIR (for
+#        objdump -d / perf annotate of the hot loops as users link them).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -44,6 +46,10 @@ cmake -S "$root/bench/outoftree" -B "$tmp/build" "${generator[@]}" \
   >"$tmp/configure.log" 2>&1 || { cat "$tmp/configure.log" >&2; exit 1; }
 cmake --build "$tmp/build" -j2 >"$tmp/build.log" 2>&1 \
   || { cat "$tmp/build.log" >&2; exit 1; }
+
+if [ -n "${OUTOFTREE_KEEP:-}" ]; then
+  mkdir -p "$OUTOFTREE_KEEP" && cp "$tmp/build/hot_path_bench" "$OUTOFTREE_KEEP/"
+fi
 
 echo "--- start $daemon"
 start_daemon "$daemon" "$tmp" outoftree

@@ -39,6 +39,8 @@
 #ifndef CLIENT_INCLUDE_SHMALLOC_BLOCK_CACHE_H_
 #define CLIENT_INCLUDE_SHMALLOC_BLOCK_CACHE_H_
 
+#include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 
@@ -51,6 +53,54 @@ class Region;
 
 namespace internal {
 class BlockCacheCore;  // client/block_cache_core.h
+
+// One thread's list of cached offsets of one class (in its ThreadCache).
+struct BlockList {
+  uint64_t* data;  // room for limit + 1 offsets
+  uint32_t size;
+  uint32_t limit;  // thread_capacity: Free's hit path pushes below it
+};
+
+// The hit paths' view of one thread's cache of one BlockCache, flat in
+// thread-local storage so an allocate or free is a few loads off one
+// thread-local slot (no chain through the BlockCache, its core and the
+// thread's cache). Only class 0 (the POOL's class, a SLAB's smallest) has an
+// inline hit path; the other classes take one call. Filled by the slow path
+// (GetThreadCacheSlow) and cleared when the thread exits.
+//   generation:  the ThreadCache's generation (of every block in its lists);
+//                it is poisoned once the region was found re-created, so a
+//                poisoned cache never hits.
+//   region_generation: the segment header's generation word, written by the
+//                daemon on ResetRegion (any process).
+//   owned:       the cache's ownership map (client memory, never shared):
+//                OwnedTag(generation, class) while handed out, else 0.
+//   class0_size: sizes 1..class0_size are class 0; 0 = no inline hit path.
+struct alignas(64) BlockCacheSlot {
+  uint64_t cache_id;  // 0 = empty
+  uint64_t class0_size;
+  BlockList* list0;
+  const std::atomic<uint64_t>* generation;
+  const std::atomic<uint64_t>* region_generation;
+  uint16_t* owned;
+  std::byte* base;      // the mapping's address
+  uint64_t heap_begin;  // offset of the heap
+  uint64_t heap_bytes;
+  uint64_t shift;      // log2 of the granule of `owned`
+  void* thread_cache;  // the BlockCacheCore::ThreadCache (slow paths)
+};
+inline constexpr uint64_t kBlockCacheSlots = 4;
+// constinit (zero-initialised, defined in block_cache_core.cc): reached
+// through the thread pointer, no TLS init wrapper call.
+extern thread_local constinit BlockCacheSlot tls_block_caches[kBlockCacheSlots]
+    __attribute__((tls_model("initial-exec")));
+
+// The ownership map's entry of a block handed out in `generation`, class c:
+// the generation's low 7 bits (a block held across 128 resets aliases), bit
+// 15 only for the poisoned generation, so a poisoned cache matches no entry.
+inline uint16_t OwnedTag(uint64_t generation, uint64_t c) {
+  const uint64_t g = (generation & 0x7f) | ((generation >> 56) & 0x80);
+  return static_cast<uint16_t>((g << 8) | (c + 1));
+}
 }  // namespace internal
 
 struct BlockCacheOptions {
@@ -93,8 +143,29 @@ class BlockCache {
   // Thread-safe.
   absl::StatusOr<uint64_t> Allocate(uint64_t size);
   // Returns the address of a block as Allocate, nullptr on any error.
-  // Thread-safe.
-  void* TryAllocate(uint64_t size) noexcept;
+  // Thread-safe. The hit path (class 0, the thread's list not empty, no
+  // reset since it was filled) is inline: one load of the region's shared
+  // generation word per call stays, because a ResetRegion in another process
+  // frees every cached block at once and the daemon may hand them to someone
+  // else before this thread's next refill (see docs/design/trust.md).
+  void* TryAllocate(uint64_t size) noexcept {
+    const internal::BlockCacheSlot& s =
+        internal::tls_block_caches[id_ & (internal::kBlockCacheSlots - 1)];
+    if (s.cache_id == id_ && size - 1 < s.class0_size) [[likely]] {
+      internal::BlockList* list = s.list0;
+      const uint64_t gen = s.region_generation->load(std::memory_order_acquire);
+      const uint32_t n = list->size;
+      if (s.generation->load(std::memory_order_relaxed) == gen && n != 0)
+          [[likely]] {
+        const uint64_t offset = list->data[n - 1];
+        list->size = n - 1;
+        std::atomic_ref<uint16_t>(s.owned[(offset - s.heap_begin) >> s.shift])
+            .store(internal::OwnedTag(gen, 0), std::memory_order_relaxed);
+        return s.base + offset;
+      }
+    }
+    return TryAllocateSlow(size);
+  }
   // Takes back the block at `offset`, allocated with `size` (any size of the
   // same class) by this cache. INVALID_ARGUMENT when offset is outside the
   // heap, size fits no class or is of another class than the block's;
@@ -104,8 +175,37 @@ class BlockCache {
   // re-issued. Errors of a drain RPC. A block the daemon refuses on drain is
   // counted in rejected_frees. Thread-safe.
   absl::Status Free(uint64_t offset, uint64_t size);
-  // Frees the block at `p` (an address from TryAllocate).
-  absl::Status Free(void* p, uint64_t size);
+  // Frees the block at `p` (an address from TryAllocate). The hit path
+  // (class 0, handed out by this cache in this generation per the ownership
+  // map, room on the thread's list) is inline; every refusal is the slow
+  // path's.
+  absl::Status Free(void* p, uint64_t size) {
+    const internal::BlockCacheSlot& s =
+        internal::tls_block_caches[id_ & (internal::kBlockCacheSlots - 1)];
+    if (s.cache_id == id_ && size - 1 < s.class0_size) [[likely]] {
+      const uint64_t offset =
+          reinterpret_cast<uintptr_t>(p) - reinterpret_cast<uintptr_t>(s.base);
+      const uint64_t rel = offset - s.heap_begin;
+      const uint64_t index = rel >> s.shift;
+      if (rel < s.heap_bytes && (index << s.shift) == rel) [[likely]] {
+        std::atomic_ref<uint16_t> owned(s.owned[index]);
+        const uint64_t gen =
+            s.region_generation->load(std::memory_order_acquire);
+        internal::BlockList* list = s.list0;
+        const uint32_t n = list->size;
+        if (owned.load(std::memory_order_relaxed) ==
+                internal::OwnedTag(gen, 0) &&
+            s.generation->load(std::memory_order_relaxed) == gen &&
+            n < list->limit) [[likely]] {
+          owned.store(0, std::memory_order_relaxed);
+          list->data[n] = offset;
+          list->size = n + 1;
+          return absl::OkStatus();
+        }
+      }
+    }
+    return FreeSlow(p, size);
+  }
 
   // Returns every cached block (every thread's and the central lists') to
   // the daemon. Errors of the Free RPCs. REQUIRES: no concurrent use.
@@ -118,7 +218,10 @@ class BlockCache {
 
  private:
   explicit BlockCache(std::shared_ptr<internal::BlockCacheCore> core);
+  void* TryAllocateSlow(uint64_t size) noexcept;
+  absl::Status FreeSlow(void* p, uint64_t size);
 
+  uint64_t id_;  // core_->id(): the key of the thread-local slot
   std::shared_ptr<internal::BlockCacheCore> core_;
 };
 

@@ -10,6 +10,7 @@
 #include <limits>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -308,6 +309,95 @@ TEST_F(TrustTest, BlockCacheDropsAndRefusesBlocksFromBeforeAReset) {
   EXPECT_GE((*cache)->Stats().stale_blocks, 15u);
   ASSERT_THAT((*cache)->Flush(), IsOk());
   EXPECT_EQ(StatsOf("cache").live_allocations, 200u + 40u);
+}
+
+// The inline hit paths of TryAllocate / Free(void*) (a thread-local slot per
+// cache) refuse what the core's paths refuse: double, inside-a-block,
+// wrong-size, foreign, outside-the-mapping and stale (reset) frees; after a
+// reset they never hand out a block that is now another session's.
+TEST_F(TrustTest, BlockCacheInlinePathsRefuseAsTheCorePaths) {
+  std::shared_ptr<sc::Region> region =
+      MakeRegion("inline", sc::Strategy::kPool, 256 << 10, 1024);
+  ASSERT_NE(region, nullptr);
+  absl::StatusOr<std::unique_ptr<sc::BlockCache>> cache =
+      sc::BlockCache::Create(
+          region, {.batch = 16, .thread_capacity = 32, .central_capacity = 32});
+  ASSERT_THAT(cache, IsOk());
+  sc::BlockCache& c = **cache;
+  void* p = c.TryAllocate(1024);
+  ASSERT_NE(p, nullptr);
+  EXPECT_TRUE(InHeap(*region, p, 1024));
+  void* q = c.TryAllocate(100);  // any size of the class
+  ASSERT_NE(q, nullptr);
+  EXPECT_NE(p, q);
+
+  EXPECT_THAT(c.Free(p, 1025), StatusIs(StatusCode::kInvalidArgument));
+  EXPECT_THAT(c.Free(p, 0), StatusIs(StatusCode::kInvalidArgument));
+  EXPECT_THAT(c.Free(static_cast<std::byte*>(p) + 64, 1024),
+              StatusIs(StatusCode::kFailedPrecondition));
+  int outside = 0;
+  EXPECT_THAT(c.Free(&outside, 1024), StatusIs(StatusCode::kInvalidArgument));
+  EXPECT_THAT(c.Free(p, 512), IsOk());
+  EXPECT_THAT(c.Free(p, 1024), StatusIs(StatusCode::kFailedPrecondition));
+
+  absl::StatusOr<std::unique_ptr<sc::Client>> other =
+      sc::Client::Connect({.target = daemon_->target()});
+  ASSERT_THAT(other, IsOk());
+  absl::StatusOr<std::shared_ptr<sc::Region>> theirs =
+      (*other)->OpenRegion("inline");
+  ASSERT_THAT(theirs, IsOk());
+  absl::StatusOr<sc::Allocation> foreign = (*theirs)->Allocate(1024);
+  ASSERT_THAT(foreign, IsOk());
+  EXPECT_THAT(c.Free(region->base() + foreign->offset(), 1024),
+              StatusIs(StatusCode::kFailedPrecondition));
+  EXPECT_EQ(c.Stats().refused_frees, 3u);
+
+  // A reset in another session: q is stale, the cached blocks are dropped.
+  ASSERT_THAT((*theirs)->Reset(/*force=*/true), IsOk());
+  absl::StatusOr<std::vector<sc::Allocation>> live =
+      (*theirs)->AllocateBatch(1024, 200);
+  ASSERT_THAT(live, IsOk());
+  std::vector<bool> theirs_at(region->heap_end() / 1024 + 1, false);
+  for (const sc::Allocation& a : *live) theirs_at[a.offset() / 1024] = true;
+  EXPECT_THAT(c.Free(q, 1024), StatusIs(StatusCode::kFailedPrecondition));
+  for (int i = 0; i < 40; ++i) {
+    void* o = c.TryAllocate(1024);
+    ASSERT_NE(o, nullptr);
+    const uint64_t offset =
+        static_cast<uint64_t>(static_cast<std::byte*>(o) - region->base());
+    EXPECT_FALSE(theirs_at[offset / 1024]) << "offset " << offset;
+    EXPECT_THAT(c.Free(o, 1024), IsOk());
+  }
+  EXPECT_GE(c.Stats().stale_blocks, 15u);
+  ASSERT_THAT(c.Flush(), IsOk());
+}
+
+// A cache found stale (region deleted and re-created) by one thread refuses
+// the inline hit path of every other thread that still holds cached blocks.
+TEST_F(TrustTest, BlockCachePoisonedByOneThreadMissesInAll) {
+  std::shared_ptr<sc::Region> region =
+      MakeRegion("gone", sc::Strategy::kPool, 64 << 10, 1024);
+  ASSERT_NE(region, nullptr);
+  absl::StatusOr<std::unique_ptr<sc::BlockCache>> cache =
+      sc::BlockCache::Create(
+          region, {.batch = 8, .thread_capacity = 16, .central_capacity = 16});
+  ASSERT_THAT(cache, IsOk());
+  sc::BlockCache& c = **cache;
+  void* held = c.TryAllocate(1024);  // this thread now caches 7 blocks
+  ASSERT_NE(held, nullptr);
+
+  ASSERT_THAT(client_->DeleteRegion("gone", /*force=*/true), IsOk());
+  sc::CreateRegionOptions o;
+  o.name = "gone";
+  o.strategy = sc::Strategy::kPool;
+  o.size_bytes = 64 << 10;
+  o.block_size = 1024;
+  ASSERT_THAT(client_->CreateRegion(o), IsOk());
+  // Another thread's refill finds the region re-created.
+  std::thread([&c] { EXPECT_EQ(c.TryAllocate(1024), nullptr); }).join();
+  EXPECT_EQ(c.TryAllocate(1024), nullptr);
+  EXPECT_THAT(c.Free(held, 1024), StatusIs(StatusCode::kFailedPrecondition));
+  EXPECT_EQ(StatsOf("gone").live_allocations, 0u);
 }
 
 TEST_F(TrustTest, AllocationSpanNeverLeavesTheMapping) {
