@@ -389,6 +389,16 @@ void ExerciseHugeRegion(const TempMount& mnt, v1::HugePages kind) {
     ASSERT_THAT(bytes, IsOk());
     EXPECT_EQ((*bytes)[4096], static_cast<std::byte>(2));
     region->reset();
+    // A forced reset re-formats in place: same file, same kind.
+    v1::ResetRegionRequest reset;
+    reset.set_name("huge");
+    reset.set_force(true);
+    v1::Region after;
+    grpc::ClientContext reset_context;
+    ASSERT_TRUE(daemon.stub().ResetRegion(&reset_context, reset, &after).ok());
+    EXPECT_EQ(after.generation(), 1u);
+    EXPECT_EQ(after.data_dir(), huge_dir);
+    EXPECT_NE(after.huge_pages(), v1::HUGE_PAGES_NONE);
     EXPECT_THAT((*client)->DeleteRegion("huge", /*force=*/true), IsOk());
   }
   struct stat st = {};
@@ -401,6 +411,14 @@ void ExerciseHugeRegion(const TempMount& mnt, v1::HugePages kind) {
 }
 
 TEST(HugePagesTest, TmpfsWithTransparentHugePages) {
+  std::string shmem_enabled;
+  std::getline(
+      std::ifstream("/sys/kernel/mm/transparent_hugepage/shmem_enabled"),
+      shmem_enabled);
+  if (shmem_enabled.find("[deny]") != std::string::npos) {
+    Report("path: tmpfs huge=always NOT RUN: shmem_enabled is deny");
+    return;
+  }
   TempMount mnt("tmpfs", "huge=always,size=16m,mode=0755");
   if (!mnt.mounted()) {
     Report("path: tmpfs huge=always NOT RUN: " + mnt.why_not());
