@@ -10,7 +10,10 @@
 //             (chunked, on an ARENA region; rewound untimed between
 //             rounds), mi_malloc, glibc malloc, and two floors: a shared
 //             atomic fetch_add cursor and a thread-local bump pointer, each
-//             over a plain buffer of the same size.
+//             over a plain buffer of the same size; and the bump pointer
+//             with one acquire load of a shared word per allocation, compared
+//             (what the Arena's per-call reset-epoch check costs: the load
+//             makes the compiler keep the cursor in memory, review M7).
 //   pair64    allocate(64) + one store + free, repeated: shmalloc
 //             BlockCache::TryAllocate/Free on a POOL region (64-byte blocks)
 //             vs mi_malloc/mi_free and glibc malloc/free, and the floor of
@@ -227,6 +230,7 @@ int main(int argc, char** argv) {
     auto* floor = static_cast<std::byte*>(std::aligned_alloc(64, floor_bytes));
     std::memset(floor, 0, floor_bytes);
     std::atomic<uint64_t> shared_cursor{0};
+    std::atomic<uint64_t> epoch_word{0};  // never changes; loaded per call
     struct alignas(64) Bump {
       uint64_t cursor = 0;
     };
@@ -257,6 +261,9 @@ int main(int argc, char** argv) {
         AllocSubject bump_s{.name = "floor: thread-local bump", .reset = [&] {
                               for (Bump& b : bump) b.cursor = 0;
                             }};
+        AllocSubject epoch_s{.name = "floor: bump + epoch load", .reset = [&] {
+                               for (Bump& b : bump) b.cursor = 0;
+                             }};
         const double mi = RunAlloc(
             mi_s, [](int) { return mi_malloc(kObject); }, threads, objects,
             rounds);
@@ -281,12 +288,25 @@ int main(int argc, char** argv) {
               return p;
             },
             threads, objects, rounds);
+        const double be = RunAlloc(
+            epoch_s,
+            [floor, per_thread, b = bump.data(), &epoch_word](int t) -> void* {
+              if (epoch_word.load(std::memory_order_acquire) != 0)
+                  [[unlikely]] {
+                return nullptr;
+              }
+              std::byte* p = floor + t * per_thread + b[t].cursor;
+              b[t].cursor += kObject;
+              return p;
+            },
+            threads, objects, rounds);
         for (const auto& [name, v] :
              {std::pair<const char*, double>{"shmalloc Arena", ar},
               {"mimalloc", mi},
               {"glibc malloc", gl},
               {"floor: atomic fetch_add", fa},
-              {"floor: thread-local bump", bu}}) {
+              {"floor: thread-local bump", bu},
+              {"floor: bump + epoch load", be}}) {
           std::printf("%-8s %-6s %-3d %-22s %9.2f %8.2f\n", "alloc64", set,
                       threads, name, v, v / mi);
         }
