@@ -298,34 +298,35 @@ def rpc(rep, stage, title, with_targets):
             if batch and th == 1:
                 rep.ratio("3 M / batch offsets/s, 1 thr", 3e6 / batch, 1.0,
                           stage)
-            if lib and raw:
-                rep.ratio(f"library Allocate p50 / raw stub p50, {th} thr",
-                          lib / raw, 1.15, stage)
     rep.md.append("Derived, per thread count:\n")
     rep.table(["threads", "Allocate p50 / echo p50", "batch offsets/s",
                "batch / echo values/s", "library / raw stub (Allocate p50)"],
               derived)
-    # Rows added by the watchers mode: "watchers N" lines are reported as
-    # they are printed.
-    extra = [line for line in text.splitlines() if
-             line.startswith(("watchers", "with watchers", "library vs raw"))]
-    if extra:
-        rep.md.append("```\n" + "\n".join(extra) + "\n```\n")
 
 
-def watchers(rep):
-    text = rep.text("watchers")
+INTERLEAVED = re.compile(
+    r"^(?P<what>library vs raw|watchers (?P<n>\d+) at (?P<ms>\d+) ms), "
+    r"(?P<th>\d+) thr, .*?p50 ratio (?P<ratio>[\d.]+) \(median of "
+    r"per-round ratios (?P<med>[\d.]+)\)")
+
+
+def interleaved(rep, stage, title, label, target):
+    """rpc_load --mode=library|watchers: subject and baseline alternate in
+    rounds; the median of the per-round p50 ratios is the figure."""
+    text = rep.text(stage)
     if text is None:
-        rep.note_missing("watchers", "no output")
+        rep.note_missing(stage, "no output")
         return
-    rep.section("Allocate with 100 WatchStats streams at 10 ms", "watchers")
-    m = re.search(r"p50 ratio[^\d]*([\d.]+)", text)
-    lines = [line for line in text.splitlines() if "watch" in line.lower()
-             and not line.startswith("I 20")]
-    rep.md.append("```\n" + "\n".join(lines[-12:]) + "\n```\n")
-    if m:
-        rep.ratio("Allocate p50, 100 watchers / none", float(m.group(1)), 1.1,
-                  "watchers")
+    lines = [line for line in text.splitlines() if INTERLEAVED.match(line)]
+    if not lines:
+        rep.note_missing(stage, "no interleaved-round lines")
+        return
+    rep.section(title, stage)
+    rep.md.append("```\n" + "\n".join(lines) + "\n```\n")
+    for line in lines:
+        m = INTERLEAVED.match(line)
+        rep.ratio(label.format(th=m.group("th")), float(m.group("med")),
+                  target, stage)
 
 
 # --- server-side batch, restart, sessions ----------------------------------
@@ -425,10 +426,28 @@ def first_touch(rep):
     if text is None:
         rep.note_missing("first_touch", "no output")
         return
-    rep.section("First touch per MiB, with and without huge pages",
-                "first_touch")
-    lines = [line for line in text.splitlines() if not line.startswith("I 20")]
-    rep.md.append("```\n" + "\n".join(lines[-15:]) + "\n```\n")
+    rep.section("Create + first touch per MiB, ordinary vs huge pages "
+                "(first_touch_bench)", "first_touch",
+                "µs per MiB, median of the runs: `create` makes the region "
+                "(huge kinds populate their pages there), `touch` writes "
+                "every 4 KiB of the mapping once.")
+    kinds = {}
+    rows = []
+    for line in text.splitlines():
+        m = re.match(r"kind=(\S+) mib=\d+ runs=\d+ median_us_per_mib: "
+                     r"touch=([\d.]+) create=([\d.]+) total=([\d.]+)", line)
+        if m:
+            kinds[m.group(1)] = float(m.group(4))
+            rows.append([m.group(1), m.group(2), m.group(3), m.group(4)])
+        elif re.match(r"kind=\S+ NOT RUN", line):
+            rows.append([line.split()[0][5:], "not run", line.split(": ", 1)[
+                -1], ""])
+    normal = kinds.get("normal")
+    for kind, total in kinds.items():
+        if kind != "normal" and normal:
+            rows.append([f"{kind} total / normal total", "", "",
+                         fmt(total / normal)])
+    rep.table(["kind", "touch µs/MiB", "create µs/MiB", "total µs/MiB"], rows)
 
 
 # --- output --------------------------------------------------------------------
@@ -471,7 +490,13 @@ def main():
     client(rep)
     rpc(rep, "rpc_load", "RPC: Allocate vs the bare echo, the batch path, "
         "library vs raw stub (rpc_load)", True)
-    watchers(rep)
+    interleaved(rep, "rpc_library", "Client library vs raw stub, same "
+                "calls, interleaved rounds (rpc_load --mode=library)",
+                "library Allocate p50 / raw stub p50, {th} thr", 1.15)
+    interleaved(rep, "watchers", "Allocate with 100 WatchStats streams at "
+                "10 ms vs none, interleaved rounds (rpc_load "
+                "--mode=watchers)", "Allocate p50, 100 watchers / none, "
+                "{th} thr", 1.1)
     region_batch(rep)
     restart(rep)
     sessions(rep)

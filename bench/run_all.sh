@@ -88,6 +88,12 @@ stage client 300 "$bin/client_bench" \
 stage outoftree 400 bench/outoftree/run.sh "$build" --rounds=21
 # RPC: Allocate vs the bare echo, the batch path, library vs raw stub.
 stage rpc_load 300 "$bin/rpc_load" --threads=1,2 --seconds=2
+# The library's calls against the raw stub's, and Allocate with 100
+# WatchStats streams against none: subject and baseline in alternating rounds.
+stage rpc_library 300 "$bin/rpc_load" --mode=library --threads=1,2 \
+  --seconds=1 --rounds=5
+stage watchers 300 "$bin/rpc_load" --mode=watchers --watchers=100 \
+  --watch_interval_ms=10 --threads=1,2 --seconds=1 --rounds=5
 # Server side of the batch path without gRPC.
 stage region_batch 200 "$bin/region_batch_bench"
 # Durability and scale.
@@ -98,6 +104,9 @@ stage rpc_load_64 300 "$bin/rpc_load" --threads=64 --seconds=1
 stage handoff 400 env SHMALLOC_C_LIBRARY="$build/client/libshmalloc_c.so" \
   PYTHONPATH=client/python "$py" bench/python/handoff_bench.py \
   --shmallocd "$build/server/shmallocd" --json
+# First touch per MiB: ordinary pages vs huge pages (as root it mounts its
+# own huge=always tmpfs and hugetlbfs; otherwise it says which kinds ran).
+stage first_touch 300 "$bin/first_touch_bench" --mib=64 --runs=15
 
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$out/meta.txt"
 report_args=("$out")
