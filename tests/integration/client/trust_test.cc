@@ -358,7 +358,9 @@ TEST_F(TrustTest, BlockCacheInlinePathsRefuseAsTheCorePaths) {
       (*theirs)->AllocateBatch(1024, 200);
   ASSERT_THAT(live, IsOk());
   std::vector<bool> theirs_at(region->heap_end() / 1024 + 1, false);
-  for (const sc::Allocation& a : *live) theirs_at[a.offset() / 1024] = true;
+  for (const sc::Allocation& a : *live) {
+    theirs_at[a.offset() / 1024] = true;
+  }
   EXPECT_THAT(c.Free(q, 1024), StatusIs(StatusCode::kFailedPrecondition));
   for (int i = 0; i < 40; ++i) {
     void* o = c.TryAllocate(1024);
