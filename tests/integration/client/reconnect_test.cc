@@ -80,7 +80,7 @@ class ReconnectTest : public ::testing::Test {
  protected:
   void StartDaemon(const std::string& config_text = "") {
     daemon_ = std::make_unique<DaemonProcess>(
-        DaemonOptions{.config_text = config_text});
+        DaemonOptions{.config_text = config_text, .extra_flags = {}});
     SHMALLOC_ASSERT_OK(daemon_->Start());
   }
   // Connects with fast backoff and `call_wait`; the observer records.

@@ -155,7 +155,9 @@ TEST_P(ContractTest, ExhaustionIsResourceExhaustedAndCounted) {
   EXPECT_EQ(stats.failed_allocations, 1u);
   EXPECT_LT(stats.largest_free_bytes, size);
   EXPECT_EQ(stats.used_bytes + stats.free_bytes, stats.capacity_bytes);
-  if (!is_arena()) EXPECT_EQ(stats.live_allocations, count);
+  if (!is_arena()) {
+    EXPECT_EQ(stats.live_allocations, count);
+  }
   // The failure changed nothing but the failure counter.
   AllocatorStats before = stats;
   before.failed_allocations += 1;

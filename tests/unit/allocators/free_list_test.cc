@@ -202,7 +202,9 @@ TEST_F(FreeListTest, RandomFreeOrderCoalescesBackToFullCapacity) {
       live[i] = live.back();
       live.pop_back();
     }
-    if (round % 50 == 0) ASSERT_THAT(list_->CheckInvariants(), IsOk());
+    if (round % 50 == 0) {
+      ASSERT_THAT(list_->CheckInvariants(), IsOk());
+    }
   }
   std::shuffle(live.begin(), live.end(), rng);
   for (const Extent& e : live) MustFree(e.offset);
