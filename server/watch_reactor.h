@@ -1,20 +1,28 @@
 // The WatchStats stream: a callback-API write reactor that writes the Stats
 // of one region ("" = all) every interval_ms until the client cancels or the
-// daemon stops. Between writes it holds no thread: a grpc::Alarm with a
-// callback wakes it.
+// daemon stops.
 //
-// States: writing -> waiting on the alarm -> writing ... -> finished -> done.
-// Finish is called exactly once, never while a write or the alarm is
-// pending, so no callback can run after OnDone deletes the reactor.
+// The first write is a fresh snapshot taken in the constructor. After it the
+// stream joins the ticker of its (daemon, region, interval): one thread per
+// ticker that wakes on a fixed schedule (start + k * interval, never drifting
+// with write completion), takes the region's Stats once and starts the write
+// on every stream of the ticker whose previous write has completed; a stream
+// still writing skips that tick (at most one write in flight per stream). So
+// 100 streams at 10 ms cost 100 wake-ups a second, not 10,000, and one
+// snapshot per tick. Snapshots are also shared across tickers of the same
+// region within min(interval / 2, 5 ms) (SharedStats in watch_reactor.cc).
 //
-// Watchers share snapshots: a tick writes the region's Stats taken by any
-// watcher of the same daemon and region within the last min(interval / 2,
-// 5 ms), so N watchers at 10 ms take the region lock (and the session table
-// lock) ~200 times a second, not 100 * N.
+// Lifetime: a stream leaves its ticker in OnDone, before it deletes itself;
+// leaving takes the ticker's mutex, which a tick holds while it touches its
+// streams, so no tick runs on a deleted reactor. The last stream to leave
+// stops and joins the ticker's thread, so once every stream is done (daemon
+// shutdown waits for that) no ticker runs.
 //
-// Thread-safety: gRPC may run OnWriteDone, OnCancel, the alarm callback and
-// Stop concurrently; they serialise on the reactor's mutex. The reactor
-// deletes itself in OnDone.
+// Finish is called exactly once, never while a write is pending.
+//
+// Thread-safety: gRPC may run OnWriteDone, OnCancel, a tick and Stop
+// concurrently; they serialise on the reactor's mutex. Lock order: the
+// tickers' table, a ticker, a reactor. The reactor deletes itself in OnDone.
 #ifndef SERVER_WATCH_REACTOR_H_
 #define SERVER_WATCH_REACTOR_H_
 
@@ -25,7 +33,6 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "grpcpp/alarm.h"
 #include "grpcpp/support/server_callback.h"
 #include "server/core.h"
 #include "server/stream_registry.h"
@@ -37,6 +44,8 @@ inline constexpr uint32_t kDefaultWatchIntervalMs = 1000;
 inline constexpr uint32_t kMinWatchIntervalMs = 10;
 // The oldest snapshot a watcher's tick may share with other watchers.
 inline constexpr int64_t kMaxSharedAgeMs = 5;
+
+class WatchTicker;
 
 class WatchReactor final : public grpc::ServerWriteReactor<v1::Stats>,
                            public StoppableStream {
@@ -52,16 +61,18 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::Stats>,
   void OnDone() override;
   void Stop() override;
 
+  // Called by the ticker (with its mutex held) on each tick: starts writing
+  // `stats` unless a write is in flight or the stream is stopping.
+  void Tick(const std::shared_ptr<const v1::Stats>& stats);
+  // Called by the ticker when the tick's snapshot failed: finishes with
+  // `status` (e.g. NOT_FOUND once the region is deleted).
+  void TickFailed(const absl::Status& status);
+
  private:
-  void OnAlarm(bool ok);
-  // Collects and writes the next Stats, or finishes with the error.
-  void WriteNext() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Finishes now unless a write or the alarm is pending (then their
-  // completion finishes).
+  // Finishes now unless a write is pending (then its completion finishes).
   void MaybeFinish() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Stops the stream with `status`; returns the alarm to cancel (outside the
-  // lock), or null when none is pending.
-  grpc::Alarm* RequestStop(const absl::Status& status)
+  // Records that the stream stops with `status` (the first one wins).
+  void RequestStop(const absl::Status& status)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   Core& core_;
@@ -69,17 +80,16 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::Stats>,
   absl::Duration interval_;
   bool registered_ = false;
   bool counted_ = false;  // holds one of core_.watchers
+  // The ticker this stream joined after its first write (null if it never
+  // did); set in the constructor, read in OnDone.
+  std::shared_ptr<WatchTicker> ticker_;
   absl::Mutex mu_;
-  // A fresh alarm per tick; never replaced once stopping_ is set.
-  std::unique_ptr<grpc::Alarm> alarm_ ABSL_GUARDED_BY(mu_);
-  // The snapshot being written (shared with the other watchers of the
-  // region that took it; see SharedStats in watch_reactor.cc).
+  // The snapshot being written (shared with the other streams of the
+  // ticker).
   std::shared_ptr<const v1::Stats> stats_ ABSL_GUARDED_BY(mu_);
   bool started_ ABSL_GUARDED_BY(mu_) = false;
-  bool started_writing_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
-  bool alarm_pending_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status final_status_ ABSL_GUARDED_BY(mu_);
 };
