@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "shmalloc/types.h"
 
 namespace shmalloc::client::internal {
 namespace {
@@ -48,11 +49,35 @@ absl::StatusOr<std::byte*> MapFile(const std::string& path,
     return absl::DataLossError(absl::StrCat(
         path, " is ", st.st_size, " bytes, the daemon says ", expected_size));
   }
-  void* base = mmap(nullptr, expected_size, PROT_READ | PROT_WRITE,
-                    MAP_SHARED | (populate ? MAP_POPULATE : 0), fd, 0);
+  // The daemon aligns offsets (up to kMaxAlignment, 2 MiB); an offset's
+  // alignment is its address's only when the mapping starts on a multiple
+  // of kMaxAlignment, in every process. So reserve enough address space to
+  // find such a start, map the file there and give back the slack (address
+  // space only; nothing is touched).
+  const uint64_t slack = kMaxAlignment - kHeapBeginGranule;
+  void* reserved = mmap(nullptr, expected_size + slack, PROT_NONE,
+                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (reserved == MAP_FAILED) {
+    const int err = errno;
+    close(fd);
+    return ErrnoStatus(err, "mmap (reserve)", path);
+  }
+  const uintptr_t lo = reinterpret_cast<uintptr_t>(reserved);
+  const uintptr_t at = (lo + kMaxAlignment - 1) & ~(kMaxAlignment - 1);
+  void* base =
+      mmap(reinterpret_cast<void*>(at), expected_size, PROT_READ | PROT_WRITE,
+           MAP_SHARED | MAP_FIXED | (populate ? MAP_POPULATE : 0), fd, 0);
   const int err = errno;
   close(fd);  // the mapping keeps the file
-  if (base == MAP_FAILED) return ErrnoStatus(err, "mmap", path);
+  if (at > lo) munmap(reserved, at - lo);
+  const uintptr_t end = at + expected_size;
+  if (lo + expected_size + slack > end) {
+    munmap(reinterpret_cast<void*>(end), lo + expected_size + slack - end);
+  }
+  if (base == MAP_FAILED) {
+    munmap(reinterpret_cast<void*>(at), expected_size);
+    return ErrnoStatus(err, "mmap", path);
+  }
   return static_cast<std::byte*>(base);
 }
 

@@ -249,8 +249,8 @@ inline void* Arena::TryChunk(uint64_t size, uint64_t alignment) noexcept {
   // alignment - 1 < kMaxAlignment with no common bits: a power of two.
   if (c.arena_id == id && alignment - 1 < kMaxAlignment &&
       (alignment & (alignment - 1)) == 0 && c.epoch == CurrentEpoch()) {
-    // Addresses: the mapping is page-aligned, so aligning the address
-    // aligns the offset (alignment <= 4096).
+    // Addresses: every mapping starts on a kMaxAlignment boundary
+    // (client/shm_mapping.cc), so aligning the address aligns the offset.
     const uint64_t at = (c.cursor + alignment - 1) & ~(alignment - 1);
     // size - 1 wraps for size 0, sending it to the slow path.
     if (at <= c.end && size - 1 < c.end - at) {

@@ -90,6 +90,31 @@ TEST_F(ClientApiTest, OpenRegionMapsTheDataFile) {
               IsOkAndHolds(::testing::Eq(a->offset())));
 }
 
+TEST_F(ClientApiTest, AlignedOffsetsAreAlignedAddressesInEveryMapping) {
+  // The daemon aligns offsets; a DMA or GPU staging buffer needs the
+  // address aligned. Every mapping starts on a kMaxAlignment (2 MiB)
+  // boundary, so both agree, in this mapping and in a second one.
+  std::shared_ptr<sc::Region> region =
+      MakeRegion("align", sc::Strategy::kFreeList, 16 << 20);
+  ASSERT_NE(region, nullptr);
+  absl::StatusOr<std::shared_ptr<sc::Region>> again =
+      client_->OpenRegion("align", {.populate = false});
+  ASSERT_THAT(again, IsOk());
+  for (uint64_t alignment = 4096; alignment <= sc::kMaxAlignment;
+       alignment *= 8) {
+    absl::StatusOr<sc::Allocation> a =
+        region->Allocate(100, {.alignment = alignment});
+    ASSERT_THAT(a, IsOk()) << alignment;
+    EXPECT_EQ(a->offset() % alignment, 0u) << alignment;
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(a->data()) % alignment, 0u)
+        << alignment;
+    EXPECT_EQ(reinterpret_cast<uintptr_t>((*again)->ToPointer(a->offset())) %
+                  alignment,
+              0u)
+        << alignment;
+  }
+}
+
 TEST_F(ClientApiTest, AllocationFreesOnDestructionUnlessDetachedOrReleased) {
   std::shared_ptr<sc::Region> region =
       MakeRegion("pool", sc::Strategy::kPool, 1 << 20, 64);
