@@ -262,7 +262,8 @@ TEST(HugePagesTest, HugeDirWithoutHugePagesStopsTheDaemonAtStart) {
   const std::string plain = MakeTempDir();
   ASSERT_FALSE(plain.empty());
   DaemonProcess daemon(
-      {.extra_flags = {absl::StrCat("--huge_dir=", plain, "/d")}});
+      {.config_text = "",
+       .extra_flags = {absl::StrCat("--huge_dir=", plain, "/d")}});
   EXPECT_FALSE(daemon.Start().ok());
   rmdir(absl::StrCat(plain, "/d").c_str());
   rmdir(plain.c_str());
@@ -274,7 +275,7 @@ void ExerciseHugeRegion(const TempMount& mnt, v1::HugePages kind) {
   const std::string huge_dir = absl::StrCat(mnt.dir(), "/shmalloc");
   // In the config file (not a flag), so a restart can drop it below.
   const std::string config = absl::StrCat("huge_dir: \"", huge_dir, "\"\n");
-  DaemonProcess daemon({.config_text = config});
+  DaemonProcess daemon({.config_text = config, .extra_flags = {}});
   ASSERT_THAT(daemon.Start(), IsOk());
   constexpr uint64_t kAsked = 5 << 20;  // rounded up to 6 MiB of file
   uint64_t offset = 0;
@@ -451,7 +452,8 @@ TEST(HugePagesTest, Hugetlbfs) {
   // nothing left behind.
   const std::string huge_dir = absl::StrCat(mnt.dir(), "/shmalloc");
   DaemonProcess daemon(
-      {.extra_flags = {absl::StrCat("--huge_dir=", huge_dir)}});
+      {.config_text = "",
+       .extra_flags = {absl::StrCat("--huge_dir=", huge_dir)}});
   ASSERT_THAT(daemon.Start(), IsOk());
   const std::vector<std::string> files_before = daemon.ShmDirFiles();
   v1::CreateRegionRequest request;
