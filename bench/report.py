@@ -105,12 +105,16 @@ def gbench_medians(doc):
     return out
 
 
+# bench/allocators/workloads.h: kBatchObjects; a batch iteration's time is
+# divided by it to give ns per object.
+BATCH_OBJECTS = 1_000_000
+
 ALLOC_GROUPS = [
     ("alloc_64B", "64 B allocate (Arena path)", "fetch_add_floor"),
     ("pair_64B", "64 B allocate + free pair", "fetch_add_floor"),
     ("pair_64B_shared", "64 B pair, threads sharing one instance",
      "fetch_add_floor"),
-    ("batch_1M_64B", "1 M × 64 B allocated then freed, per object",
+    ("batch_1M_64B", "1 M × 64 B allocated then freed: ns per object",
      "fetch_add_floor_reset"),
     ("mixed_16B-64KiB", "mixed 16 B–64 KiB, one free + one allocate",
      "reuse_floor"),
@@ -142,15 +146,23 @@ def allocators(rep):
             rows[subject] = b
         if not rows:
             continue
-        floor = rows.get(floor_name, {}).get("cpu_time")
-        mi = rows.get("mimalloc", {}).get("cpu_time")
+        per = BATCH_OBJECTS if prefix.startswith("batch_") else 1
+
+        def time_of(subject):
+            b = rows.get(subject)
+            return b["cpu_time"] / per if b else None
+
+        mi = time_of("mimalloc")
         has_frag = any("in_use/req" in b for b in rows.values())
         header = ["subject", "ns/op", "/ floor", "/ mimalloc"]
         if has_frag:
             header += ["in_use/req", "largest/free"]
         out = []
         for subject, b in rows.items():
-            t = b["cpu_time"]
+            t = b["cpu_time"] / per
+            # The floor with the same thread count ("x (2 thr)").
+            suffix = subject[subject.find(" ("):] if " (" in subject else ""
+            floor = time_of(floor_name + suffix)
             row = [subject, fmt(t), fmt(r2(t, floor)), fmt(r2(t, mi))]
             if has_frag:
                 row += [fmt(b.get("in_use/req"), 6),
@@ -463,7 +475,7 @@ def summary(rep, meta):
     rows = []
     for label, measured, target, section in rep.ratios:
         verdict = "**met**" if measured <= target else "missed"
-        rows.append([label, f"{measured:.3g}", f"{target:g}", verdict,
+        rows.append([label, f"{measured:.4g}", f"{target:g}", verdict,
                      section])
     rep.md = head + rep.md
     tbl = []
@@ -523,7 +535,7 @@ def main():
         if BEGIN not in text or END not in text:
             sys.exit(f"report: {readme} has no generated-section markers")
         rel = os.path.relpath(args.out_dir, here)
-        body = md.replace("](results/", f"]({rel}/")
+        body = md
         text = (text[:text.index(BEGIN) + len(BEGIN)] + "\n" + body +
                 f"\nRaw output: [{rel}/]({rel}/).\n" + text[text.index(END):])
         open(readme, "w").write(text)

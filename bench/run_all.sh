@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One run of every benchmark behind bench/README.md, one after the other, on
 # one machine, so that every ratio in the README comes from the same
-# conditions. Each benchmark's raw output goes to OUT_DIR/<name>.txt (and
+# conditions. Each benchmark's stdout goes to OUT_DIR/<name>.txt (its stderr,
+# the daemons' logs, to <name>.log, not kept in git; and
 # .json where the benchmark has a machine-readable form); OUT_DIR/meta.txt
 # records the commit, the machine and the load average before and after each
 # stage, so a reader can tell a quiet run from a loaded one. Then
@@ -63,14 +64,16 @@ stage() {
   load=$(cut -d' ' -f1 /proc/loadavg)
   echo "::: $name (limit ${budget} s, load $load) $*"
   printf '%s\t%s\n' "$name" "$*" >>"$out/commands.tsv"
-  timeout --kill-after=10 "$budget" "$@" >"$out/$name.txt" 2>&1
+  # The figures are on stdout; stderr carries the daemons' logs (10,000
+  # lines for the sessions bench), kept apart and out of git.
+  timeout --kill-after=10 "$budget" "$@" >"$out/$name.txt" 2>"$out/$name.log"
   local rc=$?
   echo "$name: $((SECONDS - t0)) s, load $load -> $(cut -d' ' -f1 /proc/loadavg), exit $rc" \
     >>"$out/meta.txt"
   if [ "$rc" != 0 ]; then
     failed+=("$name (exit $rc)")
-    echo "::: $name FAILED (exit $rc); last lines of $out/$name.txt:"
-    tail -5 "$out/$name.txt"
+    echo "::: $name FAILED (exit $rc); last lines of $out/$name.{txt,log}:"
+    tail -5 "$out/$name.txt" "$out/$name.log"
   else
     echo "::: $name: $((SECONDS - t0)) s"
   fi
