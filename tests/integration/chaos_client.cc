@@ -9,6 +9,8 @@
 //   X <tag> <region> <offset> ...          a retried Free refused with
 //                                          FAILED_PRECONDITION (see below)
 //   E <tag> <region> <A|F> <code>          a refused call (nothing changed)
+//   S <session id>                         started: session open, regions
+//                                          mapped (first line)
 //   R <resumes>                            the session was resumed
 //   P <ops> <retried>                      paused (no call in flight);
 //                                          retried: calls sent again
@@ -90,6 +92,7 @@ class Client {
   void Run() {
     OpenSession(/*resume=*/false);
     for (Spec& s : specs_) Map(s);
+    Log(absl::StrCat("S ", id_));
     for (;;) {
       if (!Commands()) break;
       if (stream_dead_.load(std::memory_order_acquire)) Reconnect();

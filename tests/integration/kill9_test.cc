@@ -126,6 +126,7 @@ class LogReader {
   const std::string& last_resume() const { return last_resume_; }
   uint64_t retried() const { return retried_; }
   uint64_t resumes() const { return resumes_; }
+  bool started() const { return started_; }
 
  private:
   void Apply(const std::string& line, Model& model) {
@@ -134,6 +135,10 @@ class LogReader {
     if (f[0] == "P") {
       ++pauses_;
       if (f.size() == 3) (void)absl::SimpleAtoi(f[2], &retried_);
+      return;
+    }
+    if (f[0] == "S") {
+      started_ = true;
       return;
     }
     if (f[0] == "R") {
@@ -182,6 +187,7 @@ class LogReader {
   LiveMap live_;
   std::string last_resume_;
   uint64_t pauses_ = 0, resumes_ = 0, retried_ = 0;
+  bool started_ = false;
 };
 
 // One chaos_client process: its stdin is a pipe the test commands through.
@@ -431,6 +437,19 @@ TEST_F(Kill9Test, AcknowledgedAllocationsSurviveRandomKills) {
   for (int i = 0; i < kClients; ++i) {
     ASSERT_NO_FATAL_FAILURE(StartClient(i));
   }
+  // Every kill must find every client with a session to resume (a client
+  // that opens its session after a kill has nothing to resume, and the
+  // pause check counts resumes): under a sanitizer one client can reach the
+  // first kill's operation count alone while the others are still starting.
+  WaitFor(
+      [&] {
+        for (const ClientProcess& c : clients_) {
+          if (!c.log->started()) return false;
+        }
+        return true;
+      },
+      "clients to open their sessions");
+  ASSERT_FALSE(HasFatalFailure());
   for (uint64_t round = 1; round <= rounds_; ++round) {
     const uint64_t target =
         model_.ops + std::uniform_int_distribution<uint64_t>(20, 400)(rng_);
