@@ -492,6 +492,22 @@ int main(int argc, char** argv) {
       ev1::EchoResponse a;
       echo_stubs[t]->Echo(&c, q, &a).ok();
     }
+    // The fields every raw Allocate / Free of this session carries.
+    auto alloc_request = [&] {
+      v1::AllocateRequest q;
+      q.set_session_id(session_id);
+      q.set_session_token(session_token);
+      q.set_region(region);
+      q.set_size_bytes(block);
+      return q;
+    };
+    auto free_request = [&] {
+      v1::FreeRequest q;
+      q.set_session_id(session_id);
+      q.set_session_token(session_token);
+      q.set_region(region);
+      return q;
+    };
     // The ops the phases and the interleaved modes share.
     auto raw_pair = [&](int t) -> Op {
       return [&, stub = stubs[t].get()](std::vector<double>& lat,
@@ -499,11 +515,7 @@ int main(int argc, char** argv) {
                                         bool& ok) -> uint64_t {
         grpc::ClientContext c;
         Deadline(c);
-        v1::AllocateRequest q;
-        q.set_session_id(session_id);
-        q.set_session_token(session_token);
-        q.set_region(region);
-        q.set_size_bytes(block);
+        v1::AllocateRequest q = alloc_request();
         v1::AllocateResponse a;
         const auto t0 = Clock::now();
         ok = stub->Allocate(&c, q, &a).ok() && a.extents_size() == 1;
@@ -511,10 +523,7 @@ int main(int argc, char** argv) {
         if (!ok) return 1;
         grpc::ClientContext fc;
         Deadline(fc);
-        v1::FreeRequest fq;
-        fq.set_session_id(session_id);
-        fq.set_session_token(session_token);
-        fq.set_region(region);
+        v1::FreeRequest fq = free_request();
         fq.add_offsets(a.extents(0).offset());
         v1::FreeResponse fa;
         const auto f0 = Clock::now();
@@ -533,11 +542,7 @@ int main(int argc, char** argv) {
         const uint64_t n = request_ids.fetch_add(1);
         grpc::ClientContext c;
         Deadline(c);
-        v1::AllocateRequest q;
-        q.set_session_id(session_id);
-        q.set_session_token(session_token);
-        q.set_region(region);
-        q.set_size_bytes(block);
+        v1::AllocateRequest q = alloc_request();
         q.set_request_id(absl::StrCat("rpc-load-a", n));
         q.set_packed(true);
         v1::AllocateResponse a;
@@ -547,10 +552,7 @@ int main(int argc, char** argv) {
         if (!ok) return 1;
         grpc::ClientContext fc;
         Deadline(fc);
-        v1::FreeRequest fq;
-        fq.set_session_id(session_id);
-        fq.set_session_token(session_token);
-        fq.set_region(region);
+        v1::FreeRequest fq = free_request();
         fq.add_offsets(a.offsets(0));
         fq.set_generation(a.generation());
         fq.set_request_id(absl::StrCat("rpc-load-f", n));
@@ -744,11 +746,7 @@ int main(int argc, char** argv) {
                                             bool& ok) -> uint64_t {
             grpc::ClientContext c;
             Deadline(c);
-            v1::AllocateRequest q;
-            q.set_session_id(session_id);
-            q.set_session_token(session_token);
-            q.set_region(region);
-            q.set_size_bytes(block);
+            v1::AllocateRequest q = alloc_request();
             q.set_count(batch);
             q.set_packed(packed);
             v1::AllocateResponse a;
@@ -759,10 +757,7 @@ int main(int argc, char** argv) {
             if (!ok) return 0;
             grpc::ClientContext fc;
             Deadline(fc);
-            v1::FreeRequest fq;
-            fq.set_session_id(session_id);
-            fq.set_session_token(session_token);
-            fq.set_region(region);
+            v1::FreeRequest fq = free_request();
             if (a.offsets_size() > 0) {
               *fq.mutable_offsets() = a.offsets();
             }
