@@ -62,11 +62,9 @@ TEST_F(BlockCacheTest, RefillsAndDrainsInBatches) {
   std::shared_ptr<sc::Region> region =
       MakeRegion("pool", sc::Strategy::kPool, 4 << 20, 128);
   ASSERT_NE(region, nullptr);
-  absl::StatusOr<std::unique_ptr<sc::BlockCache>> cache =
-      sc::BlockCache::Create(
-          region, {.batch = 16, .thread_capacity = 32, .central_capacity = 32});
-  ASSERT_THAT(cache, IsOk());
-  sc::BlockCache& c = **cache;
+  std::unique_ptr<sc::BlockCache> cache = MakeCache(region, 16);
+  ASSERT_NE(cache, nullptr);
+  sc::BlockCache& c = *cache;
   EXPECT_EQ(c.ClassSize(100), 128u);
   EXPECT_EQ(c.ClassSize(129), 0u);
   std::vector<uint64_t> blocks;

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "shmalloc/block_cache.h"
 #include "shmalloc/client.h"
 #include "shmalloc/region.h"
 #include "tests/integration/client/child_process.h"
@@ -50,6 +51,19 @@ class ClientTest : public DaemonTest {
         client_->OpenRegion(name);
     EXPECT_THAT(region, IsOk());
     return region.ok() ? *region : nullptr;
+  }
+
+  // A BlockCache over `region` that refills `batch` blocks at a time and
+  // keeps at most twice that per thread and centrally (small, so a test
+  // sees refills and drains).
+  std::unique_ptr<sc::BlockCache> MakeCache(
+      const std::shared_ptr<sc::Region>& region, uint32_t batch) {
+    absl::StatusOr<std::unique_ptr<sc::BlockCache>> cache =
+        sc::BlockCache::Create(region, {.batch = batch,
+                                        .thread_capacity = 2 * batch,
+                                        .central_capacity = 2 * batch});
+    EXPECT_THAT(cache, IsOk());
+    return cache.ok() ? *std::move(cache) : nullptr;
   }
 
   sc::RegionStats StatsOf(const std::string& name) {

@@ -172,11 +172,9 @@ TEST_F(TrustTest, StaleHandlesAfterDeleteAndRecreateAreRefused) {
   ASSERT_NE(region, nullptr);
   absl::StatusOr<sc::Allocation> old = region->Allocate(4096);
   ASSERT_THAT(old, IsOk());
-  absl::StatusOr<std::unique_ptr<sc::BlockCache>> cache =
-      sc::BlockCache::Create(
-          region, {.batch = 4, .thread_capacity = 8, .central_capacity = 8});
-  ASSERT_THAT(cache, IsOk());
-  absl::StatusOr<uint64_t> cached = (*cache)->Allocate(4096);
+  std::unique_ptr<sc::BlockCache> cache = MakeCache(region, 4);
+  ASSERT_NE(cache, nullptr);
+  absl::StatusOr<uint64_t> cached = cache->Allocate(4096);
   ASSERT_THAT(cached, IsOk());
   const uint64_t old_incarnation = region->incarnation();
   EXPECT_NE(old_incarnation, 0u);
@@ -213,13 +211,12 @@ TEST_F(TrustTest, StaleHandlesAfterDeleteAndRecreateAreRefused) {
   EXPECT_THAT(std::string(refused.message()), HasSubstr("re-created"));
   EXPECT_EQ(StatsOf("again").live_allocations, 15u);
   // The cache's next daemon call finds out, and from then on refuses all.
-  EXPECT_THAT((*cache)->Flush(), StatusIs(StatusCode::kFailedPrecondition));
-  EXPECT_THAT((*cache)->Allocate(4096),
-              StatusIs(StatusCode::kFailedPrecondition));
-  EXPECT_THAT((*cache)->Free(*cached, 4096),
+  EXPECT_THAT(cache->Flush(), StatusIs(StatusCode::kFailedPrecondition));
+  EXPECT_THAT(cache->Allocate(4096), StatusIs(StatusCode::kFailedPrecondition));
+  EXPECT_THAT(cache->Free(*cached, 4096),
               StatusIs(StatusCode::kFailedPrecondition));
   { sc::Allocation gone = *std::move(old); }
-  cache->reset();
+  cache.reset();
   EXPECT_EQ(StatsOf("again").live_allocations, 15u);
 }
 
@@ -227,25 +224,23 @@ TEST_F(TrustTest, BlockCacheRefusesDoubleForeignAndWrongClassFrees) {
   std::shared_ptr<sc::Region> region =
       MakeRegion("slab", sc::Strategy::kSlab, 4 << 20);
   ASSERT_NE(region, nullptr);
-  absl::StatusOr<std::unique_ptr<sc::BlockCache>> cache =
-      sc::BlockCache::Create(
-          region, {.batch = 8, .thread_capacity = 16, .central_capacity = 16});
-  ASSERT_THAT(cache, IsOk());
-  absl::StatusOr<uint64_t> small = (*cache)->Allocate(16);
+  std::unique_ptr<sc::BlockCache> cache = MakeCache(region, 8);
+  ASSERT_NE(cache, nullptr);
+  absl::StatusOr<uint64_t> small = cache->Allocate(16);
   ASSERT_THAT(small, IsOk());
-  absl::StatusOr<uint64_t> big = (*cache)->Allocate(1024);
+  absl::StatusOr<uint64_t> big = cache->Allocate(1024);
   ASSERT_THAT(big, IsOk());
 
   // Wrong class: a 16-byte block freed as 1024 bytes would be re-issued to
   // a caller that writes 1024 bytes into it.
-  EXPECT_THAT((*cache)->Free(*small, 1024),
+  EXPECT_THAT(cache->Free(*small, 1024),
               StatusIs(StatusCode::kInvalidArgument));
-  EXPECT_THAT((*cache)->Free(*small, 16), IsOk());
+  EXPECT_THAT(cache->Free(*small, 16), IsOk());
   // Double free.
-  EXPECT_THAT((*cache)->Free(*small, 16),
+  EXPECT_THAT(cache->Free(*small, 16),
               StatusIs(StatusCode::kFailedPrecondition));
   // Inside a block, not at its start.
-  EXPECT_THAT((*cache)->Free(*big + 16, 1024),
+  EXPECT_THAT(cache->Free(*big + 16, 1024),
               StatusIs(StatusCode::kFailedPrecondition));
   // Foreign: a block another session allocated through the daemon.
   absl::StatusOr<std::unique_ptr<sc::Client>> other =
@@ -256,15 +251,15 @@ TEST_F(TrustTest, BlockCacheRefusesDoubleForeignAndWrongClassFrees) {
   ASSERT_THAT(theirs, IsOk());
   absl::StatusOr<sc::Allocation> foreign = (*theirs)->Allocate(16);
   ASSERT_THAT(foreign, IsOk());
-  EXPECT_THAT((*cache)->Free(foreign->offset(), 16),
+  EXPECT_THAT(cache->Free(foreign->offset(), 16),
               StatusIs(StatusCode::kFailedPrecondition));
-  EXPECT_EQ((*cache)->Stats().refused_frees, 4u);
+  EXPECT_EQ(cache->Stats().refused_frees, 4u);
 
   // Nothing refused was re-issued: the double-freed block comes back once,
   // the foreign one never.
   int seen_small = 0;
   for (int i = 0; i < 64; ++i) {
-    absl::StatusOr<uint64_t> o = (*cache)->Allocate(16);
+    absl::StatusOr<uint64_t> o = cache->Allocate(16);
     ASSERT_THAT(o, IsOk());
     EXPECT_NE(*o, foreign->offset());
     seen_small += *o == *small;
@@ -276,11 +271,9 @@ TEST_F(TrustTest, BlockCacheDropsAndRefusesBlocksFromBeforeAReset) {
   std::shared_ptr<sc::Region> region =
       MakeRegion("cache", sc::Strategy::kPool, 256 << 10, 1024);
   ASSERT_NE(region, nullptr);
-  absl::StatusOr<std::unique_ptr<sc::BlockCache>> cache =
-      sc::BlockCache::Create(
-          region, {.batch = 16, .thread_capacity = 32, .central_capacity = 32});
-  ASSERT_THAT(cache, IsOk());
-  absl::StatusOr<uint64_t> held = (*cache)->Allocate(1024);
+  std::unique_ptr<sc::BlockCache> cache = MakeCache(region, 16);
+  ASSERT_NE(cache, nullptr);
+  absl::StatusOr<uint64_t> held = cache->Allocate(1024);
   ASSERT_THAT(held, IsOk());
   ASSERT_THAT(region->Reset(/*force=*/true), IsOk());
   // Another session takes most of the region, old blocks included.
@@ -299,15 +292,15 @@ TEST_F(TrustTest, BlockCacheDropsAndRefusesBlocksFromBeforeAReset) {
   }
 
   // The pre-reset block is stale; the cached ones are never handed out.
-  EXPECT_THAT((*cache)->Free(*held, 1024),
+  EXPECT_THAT(cache->Free(*held, 1024),
               StatusIs(StatusCode::kFailedPrecondition));
   for (int i = 0; i < 40; ++i) {
-    absl::StatusOr<uint64_t> o = (*cache)->Allocate(1024);
+    absl::StatusOr<uint64_t> o = cache->Allocate(1024);
     ASSERT_THAT(o, IsOk());
     EXPECT_FALSE(theirs_at[*o / 1024]) << "offset " << *o << " is theirs";
   }
-  EXPECT_GE((*cache)->Stats().stale_blocks, 15u);
-  ASSERT_THAT((*cache)->Flush(), IsOk());
+  EXPECT_GE(cache->Stats().stale_blocks, 15u);
+  ASSERT_THAT(cache->Flush(), IsOk());
   EXPECT_EQ(StatsOf("cache").live_allocations, 200u + 40u);
 }
 
@@ -319,11 +312,9 @@ TEST_F(TrustTest, BlockCacheInlinePathsRefuseAsTheCorePaths) {
   std::shared_ptr<sc::Region> region =
       MakeRegion("inline", sc::Strategy::kPool, 256 << 10, 1024);
   ASSERT_NE(region, nullptr);
-  absl::StatusOr<std::unique_ptr<sc::BlockCache>> cache =
-      sc::BlockCache::Create(
-          region, {.batch = 16, .thread_capacity = 32, .central_capacity = 32});
-  ASSERT_THAT(cache, IsOk());
-  sc::BlockCache& c = **cache;
+  std::unique_ptr<sc::BlockCache> cache = MakeCache(region, 16);
+  ASSERT_NE(cache, nullptr);
+  sc::BlockCache& c = *cache;
   void* p = c.TryAllocate(1024);
   ASSERT_NE(p, nullptr);
   EXPECT_TRUE(InHeap(*region, p, 1024));
@@ -380,11 +371,9 @@ TEST_F(TrustTest, BlockCachePoisonedByOneThreadMissesInAll) {
   std::shared_ptr<sc::Region> region =
       MakeRegion("gone", sc::Strategy::kPool, 64 << 10, 1024);
   ASSERT_NE(region, nullptr);
-  absl::StatusOr<std::unique_ptr<sc::BlockCache>> cache =
-      sc::BlockCache::Create(
-          region, {.batch = 8, .thread_capacity = 16, .central_capacity = 16});
-  ASSERT_THAT(cache, IsOk());
-  sc::BlockCache& c = **cache;
+  std::unique_ptr<sc::BlockCache> cache = MakeCache(region, 8);
+  ASSERT_NE(cache, nullptr);
+  sc::BlockCache& c = *cache;
   void* held = c.TryAllocate(1024);  // this thread now caches 7 blocks
   ASSERT_NE(held, nullptr);
 
