@@ -45,6 +45,7 @@
 #include "shmalloc/client.h"
 #include "shmalloc/region.h"
 #include "tests/integration/daemon_process.h"
+#include "tests/testing/huge_pages.h"
 
 ABSL_FLAG(uint64_t, mib, 64, "data file size of each region, MiB (even)");
 ABSL_FLAG(int, runs, 9, "fresh regions per kind (the median is reported)");
@@ -62,6 +63,8 @@ namespace {
 namespace sc = ::shmalloc::client;
 using shmalloc::testing::DaemonOptions;
 using shmalloc::testing::DaemonProcess;
+using shmalloc::testing::HugePagePool;
+using shmalloc::testing::TempMount;
 
 constexpr uint64_t kMiB = uint64_t{1} << 20;
 
@@ -76,84 +79,6 @@ double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v.empty() ? 0 : v[v.size() / 2];
 }
-
-std::string TempDir() {
-  std::string pattern = absl::GetFlag(FLAGS_tmpdir) + "/first_touch.XXXXXX";
-  if (mkdtemp(pattern.data()) == nullptr) {
-    return "";
-  }
-  return pattern;
-}
-
-// A private mount in a temp dir; unmounted and removed on destruction.
-struct PrivateMount {
-  std::string dir;
-  bool mounted = false;
-  std::string why_not;
-  PrivateMount(const char* type, const std::string& options) {
-    if (geteuid() != 0) {
-      why_not =
-          "not root: mounting needs CAP_SYS_ADMIN (or pass a "
-          "directory on an existing mount)";
-      return;
-    }
-    dir = TempDir();
-    if (dir.empty() ||
-        mount("none", dir.c_str(), type, 0, options.c_str()) != 0) {
-      why_not = absl::StrCat("mount -t ", type, " -o ", options, ": ",
-                             std::strerror(errno));
-      return;
-    }
-    mounted = true;
-  }
-  ~PrivateMount() {
-    if (mounted && umount(dir.c_str()) != 0) {
-      umount2(dir.c_str(), MNT_DETACH);
-    }
-    if (!dir.empty()) {
-      rmdir(dir.c_str());
-    }
-  }
-};
-
-uint64_t MeminfoField(const std::string& name) {
-  std::ifstream in("/proc/meminfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(name + ":", 0) == 0) {
-      return std::strtoull(line.c_str() + name.size() + 1, nullptr, 10);
-    }
-  }
-  return 0;
-}
-
-// Raises /proc/sys/vm/nr_hugepages so `pages` are free; restores it.
-struct HugePagePool {
-  uint64_t old_total = 0;
-  bool raised = false;
-  bool ok = false;
-  explicit HugePagePool(uint64_t pages) {
-    std::ifstream("/proc/sys/vm/nr_hugepages") >> old_total;
-    const uint64_t free_now = MeminfoField("HugePages_Free");
-    if (free_now >= pages) {
-      ok = true;
-      return;
-    }
-    raised = Write(old_total + pages - free_now);
-    ok = MeminfoField("HugePages_Free") >= pages;
-  }
-  ~HugePagePool() {
-    if (raised) {
-      Write(old_total);
-    }
-  }
-  static bool Write(uint64_t total) {
-    std::ofstream out("/proc/sys/vm/nr_hugepages");
-    out << total << "\n";
-    out.flush();
-    return static_cast<bool>(out);
-  }
-};
 
 // Runs the measurement for one kind; `huge_dir` empty = ordinary pages.
 void Measure(const std::string& kind, const std::string& huge_dir) {
@@ -263,16 +188,17 @@ int main(int argc, char** argv) {
 
   std::string thp_dir = absl::GetFlag(FLAGS_thp_dir);
   {
-    std::unique_ptr<PrivateMount> mnt;
+    std::unique_ptr<TempMount> mnt;
     if (thp_dir.empty()) {
-      mnt = std::make_unique<PrivateMount>(
-          "tmpfs", absl::StrCat("huge=always,mode=0755,size=", mib + 8, "m"));
-      if (mnt->mounted) {
-        thp_dir = mnt->dir + "/shmalloc";
+      mnt = std::make_unique<TempMount>(
+          absl::GetFlag(FLAGS_tmpdir), "tmpfs",
+          absl::StrCat("huge=always,mode=0755,size=", mib + 8, "m"));
+      if (mnt->mounted()) {
+        thp_dir = mnt->dir() + "/shmalloc";
       }
     }
     if (thp_dir.empty()) {
-      std::printf("kind=tmpfs-thp NOT RUN: %s\n", mnt->why_not.c_str());
+      std::printf("kind=tmpfs-thp NOT RUN: %s\n", mnt->why_not().c_str());
     } else {
       Measure("tmpfs-thp", thp_dir);
     }
@@ -281,20 +207,18 @@ int main(int argc, char** argv) {
   std::string tlb_dir = absl::GetFlag(FLAGS_hugetlbfs_dir);
   {
     std::unique_ptr<HugePagePool> pool;
-    std::unique_ptr<PrivateMount> mnt;
+    std::unique_ptr<TempMount> mnt;
     if (tlb_dir.empty() && geteuid() == 0) {
       pool = std::make_unique<HugePagePool>(mib / 2);
-      if (!pool->ok) {
-        std::printf(
-            "kind=hugetlbfs NOT RUN: cannot reserve %llu huge pages "
-            "(/proc/sys/vm/nr_hugepages)\n",
-            static_cast<unsigned long long>(mib / 2));
+      if (!pool->ok()) {
+        std::printf("kind=hugetlbfs NOT RUN: %s\n", pool->why_not().c_str());
       } else {
-        mnt = std::make_unique<PrivateMount>("hugetlbfs", "mode=0755");
-        if (mnt->mounted) {
-          tlb_dir = mnt->dir + "/shmalloc";
+        mnt = std::make_unique<TempMount>(absl::GetFlag(FLAGS_tmpdir),
+                                          "hugetlbfs", "mode=0755");
+        if (mnt->mounted()) {
+          tlb_dir = mnt->dir() + "/shmalloc";
         } else {
-          std::printf("kind=hugetlbfs NOT RUN: %s\n", mnt->why_not.c_str());
+          std::printf("kind=hugetlbfs NOT RUN: %s\n", mnt->why_not().c_str());
         }
       }
     } else if (tlb_dir.empty()) {

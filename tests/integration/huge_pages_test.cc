@@ -12,6 +12,8 @@
 // through a new client, delete the region, unmount. Each test prints which
 // paths ran; without root (or where mount is refused) the mount paths print
 // why they did not run.
+#include "tests/testing/huge_pages.h"
+
 #include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -58,107 +60,6 @@ std::string MakeTempDir() {
   char resolved[PATH_MAX];
   return realpath(pattern.c_str(), resolved) != nullptr ? resolved : pattern;
 }
-
-// A private mount in a temp dir, unmounted (lazily if still busy) and
-// removed on destruction.
-class TempMount {
- public:
-  TempMount(const char* type, const std::string& options)
-      : dir_(MakeTempDir()) {
-    if (dir_.empty()) {
-      why_not_ = "mkdtemp failed";
-      return;
-    }
-    if (geteuid() != 0) {
-      why_not_ = "not root (mount needs CAP_SYS_ADMIN)";
-      return;
-    }
-    if (mount("none", dir_.c_str(), type, 0, options.c_str()) != 0) {
-      why_not_ = absl::StrCat("mount -t ", type, " -o ", options, ": ",
-                              strerror(errno));
-      return;
-    }
-    mounted_ = true;
-  }
-  ~TempMount() {
-    if (mounted_ && umount(dir_.c_str()) != 0) {
-      umount2(dir_.c_str(), MNT_DETACH);
-    }
-    if (!dir_.empty()) {
-      rmdir(dir_.c_str());
-    }
-  }
-  TempMount(const TempMount&) = delete;
-  TempMount& operator=(const TempMount&) = delete;
-
-  bool mounted() const { return mounted_; }
-  const std::string& why_not() const { return why_not_; }
-  const std::string& dir() const { return dir_; }
-
- private:
-  std::string dir_;
-  bool mounted_ = false;
-  std::string why_not_;
-};
-
-uint64_t ReadProcNumber(const std::string& path) {
-  std::ifstream in(path);
-  uint64_t value = 0;
-  in >> value;
-  return value;
-}
-
-uint64_t FreeHugePages() {
-  std::ifstream in("/proc/meminfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("HugePages_Free:", 0) == 0) {
-      return std::stoull(line.substr(15));
-    }
-  }
-  return 0;
-}
-
-// Makes at least `pages` huge pages free in the pool for the test's
-// lifetime (raising /proc/sys/vm/nr_hugepages), restoring the old count.
-class HugePagePool {
- public:
-  explicit HugePagePool(uint64_t pages) {
-    old_total_ = ReadProcNumber("/proc/sys/vm/nr_hugepages");
-    const uint64_t free_now = FreeHugePages();
-    if (free_now >= pages) {
-      ok_ = true;
-      return;
-    }
-    raised_ = Write(old_total_ + (pages - free_now));
-    ok_ = raised_ && FreeHugePages() >= pages;
-    if (!ok_) {
-      why_not_ = absl::StrCat("cannot reserve ", pages,
-                              " huge pages in /proc/sys/vm/nr_hugepages");
-    }
-  }
-  ~HugePagePool() {
-    if (raised_) {
-      Write(old_total_);
-    }
-  }
-  HugePagePool(const HugePagePool&) = delete;
-  HugePagePool& operator=(const HugePagePool&) = delete;
-  bool ok() const { return ok_; }
-  const std::string& why_not() const { return why_not_; }
-
- private:
-  static bool Write(uint64_t total) {
-    std::ofstream out("/proc/sys/vm/nr_hugepages");
-    out << total << "\n";
-    out.flush();
-    return static_cast<bool>(out);
-  }
-  uint64_t old_total_ = 0;
-  bool raised_ = false;
-  bool ok_ = false;
-  std::string why_not_;
-};
 
 // The smaps fields (in kB) of the mapping that contains `address`.
 std::vector<std::pair<std::string, uint64_t>> SmapsOf(const void* address) {
@@ -420,7 +321,8 @@ TEST(HugePagesTest, TmpfsWithTransparentHugePages) {
     Report("path: tmpfs huge=always NOT RUN: shmem_enabled is deny");
     return;
   }
-  TempMount mnt("tmpfs", "huge=always,size=16m,mode=0755");
+  TempMount mnt(::testing::TempDir(), "tmpfs",
+                "huge=always,size=16m,mode=0755");
   if (!mnt.mounted()) {
     Report("path: tmpfs huge=always NOT RUN: " + mnt.why_not());
     return;
@@ -439,7 +341,7 @@ TEST(HugePagesTest, Hugetlbfs) {
     Report("path: hugetlbfs NOT RUN: " + pool.why_not());
     return;
   }
-  TempMount mnt("hugetlbfs", "mode=0755");
+  TempMount mnt(::testing::TempDir(), "hugetlbfs", "mode=0755");
   if (!mnt.mounted()) {
     Report("path: hugetlbfs NOT RUN: " + mnt.why_not());
     return;
@@ -459,7 +361,7 @@ TEST(HugePagesTest, Hugetlbfs) {
   v1::CreateRegionRequest request;
   request.set_name("toobig");
   request.set_strategy(v1::STRATEGY_ARENA);
-  request.set_size_bytes((FreeHugePages() + 1) * kHuge);
+  request.set_size_bytes((HugePagePool::FreeHugePages() + 1) * kHuge);
   request.set_huge_pages(v1::HUGE_PAGES_REQUIRED);
   v1::Region region;
   grpc::ClientContext context;
