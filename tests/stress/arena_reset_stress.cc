@@ -92,12 +92,20 @@ std::atomic<uint64_t> attempts{0};  // Allocate calls by claimers
 std::atomic<int64_t> budget{0};
 
 // Holds a Reset's window between its two stores open until one more claim
-// has been attempted (or the round's budget is gone, so none will come):
+// has been attempted (or the round's budget is gone, or every claimer has
+// claimed already and waits for this Reset to end, so none will come):
 // what a daemon thread descheduled at that point would allow.
+// Claimers waiting for the Reset in progress to end (after their claim):
+// when all of them are, no claim can come inside this window either.
+std::atomic<int> parked{0};
+std::atomic<int> claimer_count{0};
+
 void HoldWindow() {
   const uint64_t seen = attempts.load(std::memory_order_seq_cst);
   while (attempts.load(std::memory_order_seq_cst) == seen &&
-         budget.load(std::memory_order_seq_cst) > 0) {
+         budget.load(std::memory_order_seq_cst) > 0 &&
+         parked.load(std::memory_order_seq_cst) <
+             claimer_count.load(std::memory_order_seq_cst)) {
     std::this_thread::yield();
   }
 }
@@ -112,6 +120,8 @@ RaceResult RunResetRace(Arena& arena, const ResetFn& reset, int claimers,
   std::atomic<uint64_t> finished{0};   // claim attempts completed
   attempts.store(0);
   budget.store(0);
+  parked.store(0);
+  claimer_count.store(claimers);
   std::atomic<bool> stop{false};
   std::vector<std::vector<Claim>> kept(claimers);
   std::vector<RaceResult> counts(claimers + 1);
@@ -146,9 +156,11 @@ RaceResult RunResetRace(Arena& arena, const ResetFn& reset, int claimers,
       }
       // Let a Reset in progress finish, then ask whether the chunk is still
       // current (the client asks on every allocation from it).
+      parked.fetch_add(1, std::memory_order_seq_cst);
       while (reset_seq.load(std::memory_order_seq_cst) & 1) {
         std::this_thread::yield();
       }
+      parked.fetch_sub(1, std::memory_order_seq_cst);
       if (arena.epoch() == e1) {
         ++c.current;
         kept[t].push_back({e1, chunk->offset});
