@@ -120,6 +120,9 @@ ALLOC_GROUPS = [
      "reuse_floor"),
     ("mixed_16B-16KiB", "mixed 16 B–16 KiB, one free + one allocate",
      "reuse_floor"),
+    ("mixed_16B-64KiB_untouched",
+     "mixed 16 B–64 KiB without the byte written into each new object "
+     "(the allocator's own work)", "reuse_floor"),
 ]
 
 
@@ -180,6 +183,11 @@ def allocators(rep):
             # 0.95 / measured <= 1 when met.
             rep.ratio("FreeList 0.95 / (largest/free), mixed",
                       0.95 / fl["largest/free"], 1.0, "allocators")
+    fl_u = med.get("mixed_16B-64KiB_untouched/free_list")
+    boost_u = med.get("mixed_16B-64KiB_untouched/boost_interprocess")
+    if fl_u and boost_u:
+        rep.ratio("FreeList / Boost.Interprocess, mixed, untouched",
+                  fl_u["cpu_time"] / boost_u["cpu_time"], 0.1, "allocators")
     pool = med.get("pair_64B/pool")
     mi = med.get("pair_64B/mimalloc")
     if pool and mi:

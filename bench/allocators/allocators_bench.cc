@@ -45,6 +45,11 @@ void RegisterMixed(const std::string& subject) {
 }
 
 template <class S>
+void RegisterMixedUntouched(const std::string& subject) {
+  Register<S>("mixed_16B-64KiB_untouched/" + subject, BM_Mixed<S, k64K, false>);
+}
+
+template <class S>
 void RegisterMixed16K(const std::string& subject) {
   Register<S>("mixed_16B-16KiB/" + subject, BM_Mixed<S, k16K>);
 }
@@ -101,6 +106,7 @@ void RegisterAll() {
 
   // (c) random sizes, ~10,000 live, free random + allocate.
   RegisterMixed<ReuseFloor>("reuse_floor");
+  RegisterMixed<FreeListReplay<k64K>>("free_list_replay");
   RegisterMixed<FreeListSubject>("free_list");
   RegisterMixed<FreeListLoggedSubject>("free_list_logged");
   RegisterMixed<BuddySubject>("buddy");
@@ -108,6 +114,12 @@ void RegisterAll() {
   RegisterMixed<JemallocSubject>("jemalloc");
   RegisterMixed<MimallocSubject>("mimalloc");
   RegisterMixed<BoostSubject>("boost_interprocess");
+  // The FreeList's time taken apart: the same workload with no byte written
+  // into the new objects (free_list_replay above is the bytes alone).
+  RegisterMixedUntouched<FreeListSubject>("free_list");
+  RegisterMixedUntouched<GlibcSubject>("glibc");
+  RegisterMixedUntouched<MimallocSubject>("mimalloc");
+  RegisterMixedUntouched<BoostSubject>("boost_interprocess");
   // Slab's classes stop at 16 KiB: the same workload capped there.
   RegisterMixed16K<ReuseFloor>("reuse_floor");
   RegisterMixed16K<SlabSubject>("slab");

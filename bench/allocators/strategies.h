@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <memory>
 #include <span>
+#include <vector>
 
 #include "allocators/allocator.h"
 #include "allocators/arena.h"
@@ -132,6 +133,58 @@ using FreeListSubject = OffsetSubject<FreeList, Strategy::kFreeList>;
 using PoolLoggedSubject = OffsetSubject<Pool, Strategy::kPool, true>;
 using FreeListLoggedSubject =
     OffsetSubject<FreeList, Strategy::kFreeList, true>;
+
+// The FreeList's own placement with none of its work: a floor row for the
+// mixed workload, not an allocator. The first time it is built for a table it
+// runs a FreeList through that table's prefill and one cycle of its steady
+// state, recording every offset handed out; Allocate then replays those
+// offsets in the order BM_Mixed asks for them (its steady state cycles the
+// table with the same period) and Free does nothing. What remains is the
+// loop, the table and the byte written at exactly the addresses the FreeList
+// chose, so mixed/free_list minus this row is the FreeList's own cost.
+template <uint64_t kMax>
+class FreeListReplay {
+ public:
+  using Handle = uint64_t;
+  explicit FreeListReplay(const Geometry& g) : offsets_(Recorded(g)) {
+    heap_ = CachedBuffer("heap", kBenchHeapBegin + g.heap_bytes).data();
+  }
+  Handle Allocate(uint64_t) {
+    const Handle h = offsets_[next_];
+    if (++next_ == offsets_.size()) next_ = kMixedLive;
+    return h;
+  }
+  std::byte* Data(Handle h) { return heap_ + h; }
+  void Free(Handle, uint64_t) {}
+  Footprint Measure(std::span<const Handle>) { return {}; }
+
+ private:
+  static const std::vector<uint64_t>& Recorded(const Geometry& g) {
+    static const std::vector<uint64_t> offsets = [&] {
+      const std::vector<MixedOp>& table = MixedTable(kMax);
+      FreeListSubject s(g);
+      std::vector<uint64_t> out;
+      out.reserve(table.size());
+      std::vector<uint64_t> live(kMixedLive);
+      for (uint64_t i = 0; i < table.size(); ++i) {
+        if (i >= kMixedLive) s.Free(live[table[i].victim], 0);
+        const uint64_t h = s.Allocate(table[i].size);
+        if (h == 0) {
+          std::fprintf(stderr, "bench: FreeListReplay: allocation failed\n");
+          std::abort();
+        }
+        live[table[i].victim] = h;
+        out.push_back(h);
+      }
+      return out;
+    }();
+    return offsets;
+  }
+
+  const std::vector<uint64_t>& offsets_;
+  std::byte* heap_ = nullptr;
+  size_t next_ = 0;
+};
 
 }  // namespace shmalloc::bench
 
