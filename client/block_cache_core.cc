@@ -1,7 +1,10 @@
 #include "client/block_cache_core.h"
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <bit>
+#include <cstdio>
 #include <cstdlib>
 #include <numeric>
 #include <utility>
@@ -16,26 +19,64 @@ thread_local constinit BlockCacheSlot tls_block_caches[kBlockCacheSlots]
 
 namespace {
 
-// Hands a thread's caches back when the thread exits, if the cache is alive.
-struct ThreadExitHook {
+// The caches a thread has used, handed back when the thread exits (to the
+// caches still alive). The hand-back runs as a pthread key destructor, not
+// as a thread_local object's: glibc runs key destructors after every
+// thread_local destructor of the thread, so a thread_local object that frees
+// into a BlockCache from its destructor (one constructed before the thread
+// first used the cache is destroyed after a thread_local hook would be)
+// still finds this thread's caches. A key destructor that uses a cache again
+// registers anew, and glibc runs the key's destructor once more.
+// The main thread runs no key destructors at exit(); ~BlockCache's Flush
+// returns every thread's blocks.
+struct ThreadCaches {
   struct Entry {
     uint64_t id;
     std::weak_ptr<BlockCacheCore> core;
     BlockCacheCore::ThreadCache* cache;
   };
   std::vector<Entry> entries;
-  ~ThreadExitHook() {
-    // No hit path of this thread may use a ThreadCache another thread can
-    // adopt from now on.
-    for (BlockCacheSlot& slot : tls_block_caches) slot = {};
-    for (Entry& e : entries) {
-      if (std::shared_ptr<BlockCacheCore> core = e.core.lock()) {
-        core->ReleaseThreadCache(e.cache);
-      }
+};
+constinit thread_local ThreadCaches* tls_thread_caches = nullptr;
+
+void ReleaseThreadCaches(void* arg) {
+  // No hit path of this thread may use a ThreadCache another thread can
+  // adopt from now on.
+  for (BlockCacheSlot& slot : tls_block_caches) slot = {};
+  tls_thread_caches = nullptr;
+  std::unique_ptr<ThreadCaches> caches(static_cast<ThreadCaches*>(arg));
+  for (ThreadCaches::Entry& e : caches->entries) {
+    if (std::shared_ptr<BlockCacheCore> core = e.core.lock()) {
+      core->ReleaseThreadCache(e.cache);
     }
   }
-};
-thread_local ThreadExitHook tls_exit_hook;
+}
+
+pthread_key_t ThreadCachesKey() {
+  static const pthread_key_t key = [] {
+    pthread_key_t k;
+    if (pthread_key_create(&k, &ReleaseThreadCaches) != 0) {
+      // Only when the process has used up its PTHREAD_KEYS_MAX keys.
+      std::fprintf(stderr, "shmalloc: BlockCache: pthread_key_create failed\n");
+      std::abort();
+    }
+    return k;
+  }();
+  return key;
+}
+
+ThreadCaches& CurrentThreadCaches() {
+  if (tls_thread_caches == nullptr) {
+    auto caches = std::make_unique<ThreadCaches>();
+    if (pthread_setspecific(ThreadCachesKey(), caches.get()) != 0) {
+      std::fprintf(stderr,
+                   "shmalloc: BlockCache: pthread_setspecific failed\n");
+      std::abort();
+    }
+    tls_thread_caches = caches.release();
+  }
+  return *tls_thread_caches;
+}
 
 std::atomic<uint64_t> next_cache_id{1};
 
@@ -135,8 +176,8 @@ absl::StatusOr<std::shared_ptr<BlockCacheCore>> BlockCacheCore::Create(
 }
 
 BlockCacheCore::ThreadCache* BlockCacheCore::GetThreadCacheSlow() {
-  std::vector<ThreadExitHook::Entry>& entries = tls_exit_hook.entries;
-  for (const ThreadExitHook::Entry& e : entries) {
+  std::vector<ThreadCaches::Entry>& entries = CurrentThreadCaches().entries;
+  for (const ThreadCaches::Entry& e : entries) {
     if (e.id == id_) {
       FillSlot(e.cache);
       return e.cache;
@@ -164,8 +205,8 @@ BlockCacheCore::ThreadCache* BlockCacheCore::GetThreadCacheSlow() {
                            std::memory_order_relaxed);
     }
   }
-  std::erase_if(
-      entries, [](const ThreadExitHook::Entry& e) { return e.core.expired(); });
+  std::erase_if(entries,
+                [](const ThreadCaches::Entry& e) { return e.core.expired(); });
   entries.push_back({id_, weak_from_this(), tc});
   FillSlot(tc);
   return tc;

@@ -34,8 +34,9 @@
 // own cache except when it moves a batch to or from the central list (a
 // mutex) or the daemon (an RPC). Flush, Stats and the destructor REQUIRE no
 // concurrent Allocate/Free; a thread that used the cache may exit at any
-// time (its exit hook and Flush serialise on one mutex). The BlockCache must
-// outlive its use.
+// time (its exit hook and Flush serialise on one mutex), and may still use
+// the cache from its thread_local destructors: the hook that hands the
+// thread's blocks back runs after them. The BlockCache must outlive its use.
 #ifndef CLIENT_INCLUDE_SHMALLOC_BLOCK_CACHE_H_
 #define CLIENT_INCLUDE_SHMALLOC_BLOCK_CACHE_H_
 

@@ -3,6 +3,7 @@
 // with the session); and in-process behaviour.
 #include "shmalloc/block_cache.h"
 
+#include <atomic>
 #include <memory_resource>
 #include <sstream>
 #include <string>
@@ -104,6 +105,53 @@ TEST_F(BlockCacheTest, ThreadExitHandsBlocksToTheCentralList) {
   ASSERT_THAT((*cache)->Allocate(64), IsOk());
   EXPECT_EQ((*cache)->Stats().allocate_rpcs, rpcs);
   EXPECT_EQ((*cache)->Stats().thread_caches, 1u);  // adopted, not a new one
+}
+
+// A thread_local object made before its thread first used the cache is
+// destroyed after anything the cache sets up for the thread; freeing (and
+// allocating again) from its destructor must still find the thread's cache,
+// and the thread's blocks still come back when it exits. (Before the exit
+// hook became a pthread key destructor, this read a destroyed vector: ASan
+// reports a heap-use-after-free.)
+TEST_F(BlockCacheTest, ThreadLocalDestructorsMayStillUseTheCache) {
+  std::shared_ptr<sc::Region> region =
+      MakeRegion("pool", sc::Strategy::kPool, 4 << 20, 64);
+  ASSERT_NE(region, nullptr);
+  absl::StatusOr<std::unique_ptr<sc::BlockCache>> cache =
+      sc::BlockCache::Create(region, {.batch = 8});
+  ASSERT_THAT(cache, IsOk());
+  sc::BlockCache* c = cache->get();
+  std::atomic<int> destructor_frees{0};
+  std::thread t([&] {
+    struct Holder {
+      sc::BlockCache* cache = nullptr;
+      std::atomic<int>* frees = nullptr;
+      void* block = nullptr;
+      ~Holder() {
+        if (block == nullptr) return;
+        if (cache->Free(block, 64).ok()) frees->fetch_add(1);
+        void* again = cache->TryAllocate(64);
+        if (again != nullptr && cache->Free(again, 64).ok())
+          frees->fetch_add(1);
+      }
+    };
+    thread_local Holder holder;  // constructed before the cache's first use
+    holder.cache = c;
+    holder.frees = &destructor_frees;
+    holder.block = c->TryAllocate(64);
+    ASSERT_NE(holder.block, nullptr);
+  });
+  t.join();
+  EXPECT_EQ(destructor_frees.load(), 2);
+  const sc::BlockCacheStats s = c->Stats();
+  EXPECT_EQ(s.thread_caches, 1u);
+  EXPECT_EQ(s.cached_blocks, s.blocks_from_daemon);
+  // The exited thread's blocks, the two freed in its destructor among them,
+  // serve this thread from the central list: no RPC.
+  const uint64_t rpcs = s.allocate_rpcs;
+  ASSERT_NE(c->TryAllocate(64), nullptr);
+  EXPECT_EQ(c->Stats().allocate_rpcs, rpcs);
+  EXPECT_EQ(c->Stats().thread_caches, 1u);  // adopted, not a new one
 }
 
 TEST_F(BlockCacheTest, SlabRegionPicksTheSmallestClass) {
