@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -134,6 +135,7 @@ absl::Status DaemonProcess::Start() {
   for (std::string& arg : args) argv.push_back(arg.data());
   argv.push_back(nullptr);
 
+  const pid_t parent = getpid();
   pid_t pid = fork();
   if (pid < 0) {
     close(fds[0]);
@@ -141,8 +143,14 @@ absl::Status DaemonProcess::Start() {
     return ErrnoStatus("fork");
   }
   if (pid == 0) {
-    // Child: async-signal-safe calls only until exec. The write end of the
-    // pipe must survive exec; the read end must not.
+    // Child: async-signal-safe calls only until exec. A test that dies
+    // without its destructors (an ASan report, a crash) must not leave its
+    // daemon running: it would hold the test's output pipe open and ctest
+    // would wait for it. (Daemons are started from the test's main thread,
+    // whose exit is what the signal follows.)
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(127);
+    // The write end of the pipe must survive exec; the read end must not.
     fcntl(fds[1], F_SETFD, 0);
     execv(argv[0], argv.data());
     _exit(127);
