@@ -15,7 +15,8 @@
 #   BUILD_DIR defaults to build/release (Release, with every bench target
 #   built: cmake --build build/release -j2); OUT_DIR to
 #   bench/results/run-<UTC date and time>.
-# About 15 minutes on the 2-vCPU reference VM. Every stage has a time limit;
+# About 4 minutes on the 2-vCPU reference VM (3.5 of them the allocators,
+# client, RPC and Python stages; see meta.txt). Every stage has a time limit;
 # a stage that fails or overruns is reported at the end and makes the exit
 # status non-zero, the other stages still run.
 set -uo pipefail
