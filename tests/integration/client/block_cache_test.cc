@@ -117,10 +117,9 @@ TEST_F(BlockCacheTest, ThreadLocalDestructorsMayStillUseTheCache) {
   std::shared_ptr<sc::Region> region =
       MakeRegion("pool", sc::Strategy::kPool, 4 << 20, 64);
   ASSERT_NE(region, nullptr);
-  absl::StatusOr<std::unique_ptr<sc::BlockCache>> cache =
-      sc::BlockCache::Create(region, {.batch = 8});
-  ASSERT_THAT(cache, IsOk());
-  sc::BlockCache* c = cache->get();
+  std::unique_ptr<sc::BlockCache> cache = MakeCache(region, 8);
+  ASSERT_NE(cache, nullptr);
+  sc::BlockCache* c = cache.get();
   std::atomic<int> destructor_frees{0};
   std::thread t([&] {
     struct Holder {
