@@ -4,12 +4,12 @@
 
 #include <algorithm>
 #include <bit>
-#include <cstdio>
 #include <cstdlib>
 #include <numeric>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/log.h"
 #include "common/segment_header.h"
 
 namespace shmalloc::client::internal {
@@ -55,11 +55,9 @@ void ReleaseThreadCaches(void* arg) {
 pthread_key_t ThreadCachesKey() {
   static const pthread_key_t key = [] {
     pthread_key_t k;
-    if (pthread_key_create(&k, &ReleaseThreadCaches) != 0) {
-      // Only when the process has used up its PTHREAD_KEYS_MAX keys.
-      std::fprintf(stderr, "shmalloc: BlockCache: pthread_key_create failed\n");
-      std::abort();
-    }
+    // Fails only when the process has used up its PTHREAD_KEYS_MAX keys.
+    SHMALLOC_CHECK(pthread_key_create(&k, &ReleaseThreadCaches) == 0)
+        << "BlockCache: pthread_key_create failed";
     return k;
   }();
   return key;
@@ -68,11 +66,8 @@ pthread_key_t ThreadCachesKey() {
 ThreadCaches& CurrentThreadCaches() {
   if (tls_thread_caches == nullptr) {
     auto caches = std::make_unique<ThreadCaches>();
-    if (pthread_setspecific(ThreadCachesKey(), caches.get()) != 0) {
-      std::fprintf(stderr,
-                   "shmalloc: BlockCache: pthread_setspecific failed\n");
-      std::abort();
-    }
+    SHMALLOC_CHECK(pthread_setspecific(ThreadCachesKey(), caches.get()) == 0)
+        << "BlockCache: pthread_setspecific failed";
     tls_thread_caches = caches.release();
   }
   return *tls_thread_caches;
